@@ -1,0 +1,60 @@
+"""qwen-sglang: Qwen3-Embedding served by SGLang, for LangChain, LlamaIndex and plain Python.
+
+The core needs no framework: :class:`EmbeddingClient` talks to any SGLang (or local backend)
+embedding server; :class:`QwenSGLangSettings` holds the settings both framework adapters share.
+"""
+
+from qwen_sglang._version import __version__
+from qwen_sglang.client import EmbeddingClient, EmbeddingResult
+from qwen_sglang.errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    InputTypeError,
+    InternalServerError,
+    InvalidInputError,
+    MalformedResponseError,
+    ModelNotAvailableError,
+    NotFoundError,
+    QwenSGLangError,
+    RateLimitError,
+    RequestTooLargeError,
+    ServerStartError,
+)
+from qwen_sglang.instructions import DEFAULT_TASK, TASKS, format_query
+from qwen_sglang.presets import PRESETS, ModelPreset, find_preset
+from qwen_sglang.settings import QwenSGLangSettings
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "DEFAULT_TASK",
+    "EmbeddingClient",
+    "EmbeddingResult",
+    "InputTypeError",
+    "InternalServerError",
+    "InvalidInputError",
+    "MalformedResponseError",
+    "ModelNotAvailableError",
+    "ModelPreset",
+    "NotFoundError",
+    "PRESETS",
+    "QwenSGLangError",
+    "QwenSGLangSettings",
+    "RateLimitError",
+    "RequestTooLargeError",
+    "ServerStartError",
+    "TASKS",
+    "__version__",
+    "find_preset",
+    "format_query",
+]

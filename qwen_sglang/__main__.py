@@ -1,0 +1,5 @@
+import sys
+
+from qwen_sglang.cli import main
+
+sys.exit(main())

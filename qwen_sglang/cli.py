@@ -1,0 +1,230 @@
+"""The ``qwen-sglang`` command line: serve, embed, doctor, ingest, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from qwen_sglang._version import __version__
+from qwen_sglang.errors import QwenSGLangError
+
+__all__ = ["main"]
+
+
+def _add_client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-url", default=None, help="server URL (default: $QWEN_SGLANG_BASE_URL or http://127.0.0.1:30000/v1)")
+    p.add_argument("--api-key", default=None, help="bearer key (default: $QWEN_SGLANG_API_KEY)")
+    p.add_argument("--model", default=None, help="model name sent to the server (default: $QWEN_SGLANG_MODEL or Qwen/Qwen3-Embedding-4B)")
+
+
+def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("base_url", "api_key", "model"):
+        value = getattr(args, name, None)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qwen-sglang",
+        description="Qwen3-Embedding on SGLang: serve, embed, diagnose, ingest.",
+    )
+    parser.add_argument("--version", action="version", version=f"qwen-sglang {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # ---------------------------------------------------------------- serve
+    s = sub.add_parser(
+        "serve",
+        help="start an embedding server (SGLang on a GPU, the local CPU backend otherwise)",
+        description="Start an embedding server and run it until Ctrl-C. SGLang always gets "
+        "--is-embedding; Matryoshka dimensions are enabled unless --no-matryoshka. Arguments "
+        "after '--' are passed to SGLang unchanged.",
+    )
+    s.add_argument("--backend", choices=["auto", "sglang", "local"], default="auto",
+                   help="auto: SGLang when installed and a CUDA GPU is visible, else local (default)")
+    s.add_argument("--model", "--model-path", dest="model", required=True, help="model directory or hub id")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 exposes it)")
+    s.add_argument("--port", type=int, default=30000, help="port (default 30000)")
+    s.add_argument("--served-model-name", default=None, help="name reported by /v1/models")
+    s.add_argument("--api-key", default=None, help="require this bearer key on /v1/* (health stays open)")
+    s.add_argument("--matryoshka", action=argparse.BooleanOptionalAction, default=True,
+                   help="allow the 'dimensions' request field (default on)")
+    s.add_argument("--context-length", type=int, default=None, help="max tokens per input")
+    s.add_argument("--device", default=None, help="sglang: cuda (default) | ...; local: cpu (default) | cuda")
+    s.add_argument("--log-level", default="info", help="server log level (default info)")
+    g = s.add_argument_group("SGLang options (ignored by the local backend)")
+    g.add_argument("--tp-size", type=int, default=1, help="tensor parallel GPUs per replica")
+    g.add_argument("--dp-size", type=int, default=1, help="data parallel replicas")
+    g.add_argument("--mem-fraction-static", type=float, default=None,
+                   help="share of GPU memory for weights + KV pool, in (0, 1)")
+    g.add_argument("--attention-backend", default=None, help="triton | flashinfer | fa3 | torch_native ...")
+    g.add_argument("--max-running-requests", type=int, default=None)
+    g.add_argument("--chunked-prefill-size", type=int, default=None)
+    g.add_argument("--max-prefill-tokens", type=int, default=None)
+    g.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16")
+    g.add_argument("--allow-auto-truncate", action="store_true",
+                   help="let SGLang truncate over-long inputs (drops the end token: prefer the client's long_text)")
+    g.add_argument("--disable-radix-cache", action="store_true")
+    g.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for /health 200")
+    s.add_argument("--dry-run", action="store_true", help="print the exact command and exit (key masked)")
+    s.add_argument("extra", nargs=argparse.REMAINDER, help="after '--': extra SGLang arguments")
+
+    # ---------------------------------------------------------------- embed
+    e = sub.add_parser("embed", help="embed texts from arguments or stdin, write JSON lines",
+                       description="Embed each argument, or each line of stdin, and print one JSON "
+                       "object per text: {\"index\", \"embedding\"}.")
+    _add_client_args(e)
+    e.add_argument("texts", nargs="*", help="texts (default: read lines from stdin)")
+    e.add_argument("--query", action="store_true", help="embed as queries (with the Qwen3 instruction)")
+    e.add_argument("--task", default=None, help="instruction task or preset name for --query")
+    e.add_argument("--dimensions", type=int, default=None, help="Matryoshka output width")
+
+    # ---------------------------------------------------------------- doctor
+    d = sub.add_parser("doctor", help="diagnose a running server and say how to fix what is wrong",
+                       description="Probe a server: reachable, healthy, embedding model, served name, "
+                       "native width, Matryoshka, base64, context length, version. Exits 1 on failures.")
+    d.add_argument("--base-url", default=None, help="server URL (default: $QWEN_SGLANG_BASE_URL or http://127.0.0.1:30000/v1)")
+    d.add_argument("--api-key", default=None, help="bearer key (default: $QWEN_SGLANG_API_KEY)")
+    d.add_argument("--json", action="store_true", help="print the report as JSON")
+    d.add_argument("--timeout", type=float, default=10.0, help="seconds per probe")
+
+    return parser
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from qwen_sglang.server import LocalEmbeddingServer, SGLangServer, cuda_visible, sglang_available
+
+    backend = args.backend
+    if backend == "auto":
+        has_sglang, has_gpu = sglang_available(), cuda_visible()
+        backend = "sglang" if has_sglang and has_gpu else "local"
+        why = ("sglang is installed and a CUDA GPU is visible" if backend == "sglang"
+               else "no CUDA GPU is visible" if not has_gpu else "sglang is not installed")
+        print(f"backend: {backend} ({why})", flush=True)
+    extra = [a for a in (args.extra or []) if a != "--"]
+    if backend == "local":
+        if extra:
+            raise SystemExit("error: extra arguments are only for the sglang backend: " + " ".join(extra))
+        server: Any = LocalEmbeddingServer(
+            args.model, host=args.host, port=args.port, served_model_name=args.served_model_name,
+            api_key=args.api_key, matryoshka=args.matryoshka, context_length=args.context_length,
+            device=args.device or "cpu", log_level=args.log_level,
+        )
+        if args.dry_run:
+            print(server.display_command())
+            return 0
+        from qwen_sglang.local_backend import LocalBackendConfig, serve
+
+        print(f"serving {args.model} with the local backend at {server.base_url}", flush=True)
+        return serve(LocalBackendConfig(
+            model=args.model, host=args.host, port=args.port, served_model_name=args.served_model_name,
+            api_key=args.api_key, matryoshka=args.matryoshka, context_length=args.context_length,
+            device=args.device or "cpu", log_level=args.log_level,
+        ))
+    server = SGLangServer(
+        args.model, host=args.host, port=args.port, tp_size=args.tp_size, dp_size=args.dp_size,
+        mem_fraction_static=args.mem_fraction_static, attention_backend=args.attention_backend,
+        context_length=args.context_length, max_running_requests=args.max_running_requests,
+        chunked_prefill_size=args.chunked_prefill_size, max_prefill_tokens=args.max_prefill_tokens,
+        dtype=args.dtype, served_model_name=args.served_model_name, api_key=args.api_key,
+        matryoshka=args.matryoshka, allow_auto_truncate=args.allow_auto_truncate,
+        disable_radix_cache=args.disable_radix_cache, device=args.device or "cuda",
+        log_level=args.log_level, extra_args=extra, startup_timeout=args.startup_timeout,
+    )
+    if args.dry_run:
+        print(server.display_command())
+        return 0
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        server.start()
+        print(f"SGLang server ready at {server.base_url} (pid {server.pid}, log {server.log_path})", flush=True)
+        print("The server is fired up and ready to roll!", flush=True)
+        assert server._proc is not None
+        code = server._proc.wait()
+        print(f"the SGLang server exited with code {code}\n{server.logs_tail()}", file=sys.stderr)
+        return code or 1
+    except KeyboardInterrupt:
+        print("stopping...", flush=True)
+        return 0
+    finally:
+        server.stop()
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from qwen_sglang.client import EmbeddingClient
+
+    texts = list(args.texts) if args.texts else [line.rstrip("\n") for line in sys.stdin]
+    with EmbeddingClient(**_client_kwargs(args)) as client:
+        if args.query:
+            vectors = client.embed_queries(texts, task=args.task, dimensions=args.dimensions)
+        else:
+            vectors = client.embed_documents(texts, dimensions=args.dimensions)
+    out = sys.stdout
+    for i, vec in enumerate(vectors):
+        out.write(json.dumps({"index": i, "embedding": vec}) + "\n")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from qwen_sglang.probe import probe_server
+    from qwen_sglang.settings import DEFAULT_BASE_URL
+
+    base_url = args.base_url or os.environ.get("QWEN_SGLANG_BASE_URL") or DEFAULT_BASE_URL
+    api_key = args.api_key or os.environ.get("QWEN_SGLANG_API_KEY") or None
+    report = probe_server(base_url, api_key=api_key, timeout=args.timeout)
+    if args.json:
+        print(json.dumps(asdict(report) | {"ok": report.ok}, indent=2))
+    else:
+        print(report.table())
+    return 0 if report.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``qwen-sglang`` console script."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    handlers = {"serve": _cmd_serve, "embed": _cmd_embed, "doctor": _cmd_doctor}
+    handler = handlers[args.command]
+    try:
+        code: int = handler(args)
+        return code
+    except KeyboardInterrupt:
+        return 130
+    except (QwenSGLangError, OSError, ValueError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        else:
+            first = str(exc).strip().splitlines()
+            print(f"error: {first[0] if first else type(exc).__name__}", file=sys.stderr)
+            rest = "\n".join(first[1:])
+            if rest:
+                print(rest, file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,922 @@
+"""The embedding client: one engine, driven by a sync and an async shell.
+
+Every operation (a request with retries, a batch with its Matryoshka and encoding fallbacks, the
+exact token counts for long texts) is written once, as a generator that *yields* what it needs
+done (:class:`_Send` an HTTP request, :class:`_Sleep` before a retry) and receives the result.
+:meth:`EmbeddingClient._run` drives such a generator with ``httpx.Client`` and ``time.sleep``;
+:meth:`EmbeddingClient._arun` with ``httpx.AsyncClient`` and ``asyncio.sleep``. The planning of
+batches and the assembly of results are plain functions shared by both, so the two paths cannot
+drift apart. Only the fan-out differs: a thread pool for sync calls, tasks for async ones, both
+bounded by ``max_concurrency``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import email.utils
+import json
+import logging
+import math
+import random
+import threading
+import time
+import weakref
+from collections.abc import Generator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import httpx
+import numpy as np
+from numpy.typing import NDArray
+
+from qwen_sglang._version import __version__
+from qwen_sglang.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    BadRequestError,
+    InputTypeError,
+    InvalidInputError,
+    MalformedResponseError,
+    status_error_class,
+)
+from qwen_sglang.instructions import format_query
+from qwen_sglang.settings import QwenSGLangSettings, validate_dimensions
+
+__all__ = ["EmbeddingClient", "EmbeddingResult", "Kind"]
+
+logger = logging.getLogger("qwen_sglang")
+
+Kind = Literal["query", "document"]
+T = TypeVar("T")
+Vectors = NDArray[np.float32]
+
+_RETRY_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+_BACKOFF_BASE = 0.5
+_BACKOFF_MAX = 8.0
+_RETRY_AFTER_MAX = 60.0
+_UNKNOWN_MAX_TOKENS = 512  # threshold for exact counting until the server's limit is known
+
+
+# --------------------------------------------------------------------------------------------
+# What a flow asks its driver to do
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Send:
+    method: str
+    url: str
+    payload: Any = None
+
+
+@dataclass(frozen=True)
+class _Sleep:
+    seconds: float
+
+
+_Op = _Send | _Sleep
+_Result = httpx.Response | Exception | None
+Flow = Generator[_Op, _Result, T]
+
+
+@dataclass
+class EmbeddingResult:
+    """Vectors for one call, with the input positions they belong to.
+
+    ``vectors[k]`` is the embedding of input ``indices[k]``. With ``empty_text="skip"`` skipped
+    inputs have no row; otherwise ``indices`` is ``0..n-1``.
+    """
+
+    vectors: Vectors
+    indices: NDArray[np.int64]
+    prompt_tokens: int = 0
+
+    def tolist(self) -> list[list[float]]:
+        """Vectors as lists of Python floats (what LangChain and LlamaIndex expect)."""
+        out: list[list[float]] = self.vectors.tolist()
+        return out
+
+
+@dataclass
+class _Item:
+    """One request input: a text, or token ids from the served model's own tokenizer."""
+
+    target: int  # row of the output it contributes to
+    text: str | None = None
+    ids: list[int] | None = None
+    weight: float = 1.0
+
+    def cost(self) -> int:
+        if self.ids is not None:
+            return len(self.ids)
+        assert self.text is not None
+        return len(self.text.encode("utf-8", "surrogatepass")) // 3 + 2
+
+
+@dataclass
+class _State:
+    """What the client learns from the server, once per client, shared by all calls."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    native_dim: int | None = None
+    client_side_dims: bool = False
+    use_float: bool = False
+    max_model_len: int | None = None
+    special_prefix: list[int] | None = None
+    special_suffix: list[int] | None = None
+    prompt_tokens: int = 0
+    requests: int = 0
+
+
+def _normalize(rows: Vectors) -> Vectors:
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    np.divide(rows, norms, out=rows, where=norms > 0)
+    return rows
+
+
+class EmbeddingClient:
+    """Framework-free client for Qwen3-Embedding served by SGLang (or the local backend).
+
+    Setup:
+        .. code-block:: bash
+
+            pip install qwen-sglang
+            qwen-sglang serve --model Qwen/Qwen3-Embedding-4B   # or any SGLang server
+
+    Key init args:
+        Any field of :class:`~qwen_sglang.QwenSGLangSettings` (``base_url``, ``model``,
+        ``dimensions``, ``query_instruction``, ``batch_size``, ``max_concurrency``, ...), or a
+        ready ``settings=`` object.
+
+    Instantiate:
+        .. code-block:: python
+
+            from qwen_sglang import EmbeddingClient
+
+            client = EmbeddingClient(base_url="http://127.0.0.1:30000/v1", dimensions=1024)
+
+    Embed:
+        .. code-block:: python
+
+            docs = client.embed_documents(["SGLang serves Qwen3-Embedding."])
+            query = client.embed_query("What serves Qwen3-Embedding?")
+
+    Async:
+        .. code-block:: python
+
+            docs = await client.aembed_documents(["SGLang serves Qwen3-Embedding."])
+    """
+
+    def __init__(self, settings: QwenSGLangSettings | None = None, **kwargs: Any) -> None:
+        if settings is not None and kwargs:
+            fields = {name: getattr(settings, name) for name in QwenSGLangSettings.model_fields}
+            settings = QwenSGLangSettings(**(fields | kwargs))
+        self.settings = settings if settings is not None else QwenSGLangSettings(**kwargs)
+        preset = self.settings.preset
+        self._state = _State(native_dim=preset.native_dim if preset else None)
+        self._sync_client: httpx.Client | None = None
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
+        self._async_clients = weakref.WeakKeyDictionary()
+        self._client_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- public properties
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    @property
+    def root_url(self) -> str:
+        """The server root (``base_url`` without ``/v1``): where ``/health`` lives."""
+        url = self.settings.base_url
+        return url[: -len("/v1")] if url.endswith("/v1") else url
+
+    @property
+    def embedding_dim(self) -> int | None:
+        """Width of the vectors this client returns: ``dimensions`` if set, else the native
+        width of a preset model, else what the server returned (``None`` before the first
+        call for unknown models)."""
+        return self.settings.dimensions or self._state.native_dim
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Sum of ``usage.prompt_tokens`` reported by the server for this client."""
+        return self._state.prompt_tokens
+
+    @property
+    def client_side_dimensions(self) -> bool:
+        """``True`` once the client truncates vectors itself because the server cannot."""
+        return self._state.client_side_dims
+
+    # ---------------------------------------------------------------- public sync API
+    def embed_documents(self, texts: Sequence[str], *, dimensions: int | None = None) -> list[list[float]]:
+        """Embed documents (no instruction). Returns one list of floats per text."""
+        return self._aligned(self.embed(texts, kind="document", dimensions=dimensions))
+
+    def embed_query(
+        self, text: str, *, task: str | None = None, dimensions: int | None = None
+    ) -> list[float]:
+        """Embed one query with the Qwen3 instruction (``task`` overrides the default)."""
+        return self._aligned(self.embed([text], kind="query", task=task, dimensions=dimensions))[0]
+
+    def embed_queries(
+        self, texts: Sequence[str], *, task: str | None = None, dimensions: int | None = None
+    ) -> list[list[float]]:
+        """Embed several queries with the Qwen3 instruction."""
+        return self._aligned(self.embed(texts, kind="query", task=task, dimensions=dimensions))
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind = "document",
+        task: str | None = None,
+        dimensions: int | None = None,
+    ) -> EmbeddingResult:
+        """Embed ``texts`` and return numpy vectors with their input indices."""
+        job = self._job(texts, kind, task, dimensions)
+        if not job.rows:
+            return job.finish()
+        items = self._run(self._plan_flow(job))
+        return self._fan_out_sync(job, items)
+
+    # ---------------------------------------------------------------- public async API
+    async def aembed_documents(
+        self, texts: Sequence[str], *, dimensions: int | None = None
+    ) -> list[list[float]]:
+        """Async :meth:`embed_documents`."""
+        return self._aligned(await self.aembed(texts, kind="document", dimensions=dimensions))
+
+    async def aembed_query(
+        self, text: str, *, task: str | None = None, dimensions: int | None = None
+    ) -> list[float]:
+        """Async :meth:`embed_query`."""
+        result = await self.aembed([text], kind="query", task=task, dimensions=dimensions)
+        return self._aligned(result)[0]
+
+    async def aembed_queries(
+        self, texts: Sequence[str], *, task: str | None = None, dimensions: int | None = None
+    ) -> list[list[float]]:
+        """Async :meth:`embed_queries`."""
+        return self._aligned(await self.aembed(texts, kind="query", task=task, dimensions=dimensions))
+
+    async def aembed(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind = "document",
+        task: str | None = None,
+        dimensions: int | None = None,
+    ) -> EmbeddingResult:
+        """Async :meth:`embed`."""
+        job = self._job(texts, kind, task, dimensions)
+        if not job.rows:
+            return job.finish()
+        items = await self._arun(self._plan_flow(job))
+        return await self._fan_out_async(job, items)
+
+    # ---------------------------------------------------------------- token counts
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Exact token counts from the server's tokenizer, end token included."""
+        return self._run(self._count_flow(_check_texts(texts)))
+
+    async def acount_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Async :meth:`count_tokens`."""
+        return await self._arun(self._count_flow(_check_texts(texts)))
+
+    def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[list[int]]:
+        """Token ids from the server's tokenizer (``/v1/tokenize``)."""
+        return self._run(self._tokenize_flow(_check_texts(texts), add_special_tokens))
+
+    # ---------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Close the HTTP connections of the sync client (async ones close with their loop)."""
+        with self._client_lock:
+            if self._sync_client is not None:
+                self._sync_client.close()
+                self._sync_client = None
+
+    async def aclose(self) -> None:
+        """Close the async HTTP client of the running event loop."""
+        client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    def __enter__(self) -> EmbeddingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> EmbeddingClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return f"EmbeddingClient(base_url={s.base_url!r}, model={s.model!r}, dimensions={s.dimensions})"
+
+    # ================================================================ drivers (the only IO)
+    def _headers(self) -> dict[str, str]:
+        headers = {"User-Agent": f"qwen-sglang/{__version__}"}
+        if self.settings.default_headers:
+            headers.update(self.settings.default_headers)
+        if self.settings.api_key is not None:
+            headers["Authorization"] = f"Bearer {self.settings.api_key.get_secret_value()}"
+        return headers
+
+    def _limits(self) -> httpx.Limits:
+        n = self.settings.max_concurrency
+        return httpx.Limits(max_connections=n + 4, max_keepalive_connections=n + 4)
+
+    def _http(self) -> httpx.Client:
+        with self._client_lock:
+            if self._sync_client is None:
+                self._sync_client = httpx.Client(
+                    headers=self._headers(), timeout=self.settings.timeout, limits=self._limits()
+                )
+            return self._sync_client
+
+    def _ahttp(self) -> httpx.AsyncClient:
+        # One AsyncClient per event loop: a client bound to a closed loop (a second
+        # asyncio.run(), a new Jupyter cell loop) would fail with "Event loop is closed".
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = httpx.AsyncClient(
+                headers=self._headers(), timeout=self.settings.timeout, limits=self._limits()
+            )
+            self._async_clients[loop] = client
+        return client
+
+    def _run(self, flow: Flow[T]) -> T:
+        result: _Result = None
+        while True:
+            try:
+                op = flow.send(result)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            if isinstance(op, _Sleep):
+                time.sleep(op.seconds)
+                result = None
+                continue
+            try:
+                result = self._http().request(op.method, op.url, json=op.payload)
+            except httpx.HTTPError as exc:
+                result = exc
+
+    async def _arun(self, flow: Flow[T]) -> T:
+        result: _Result = None
+        while True:
+            try:
+                op = flow.send(result)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            if isinstance(op, _Sleep):
+                await asyncio.sleep(op.seconds)
+                result = None
+                continue
+            try:
+                result = await self._ahttp().request(op.method, op.url, json=op.payload)
+            except httpx.HTTPError as exc:
+                result = exc
+
+    # ================================================================ fan-out (bounded)
+    def _fan_out_sync(self, job: _Job, items: list[_Item]) -> EmbeddingResult:
+        batches = self._batches(items)
+        progress = job.progress(len(batches), self.settings.show_progress)
+        workers = min(self.settings.max_concurrency, len(batches))
+        if workers <= 1:
+            for batch in batches:
+                job.add(batch, self._run(self._batch_flow(batch, job.dimensions)))
+                progress.update(1)
+        else:
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qwen-sglang")
+            try:
+                futures = {pool.submit(self._run, self._batch_flow(b, job.dimensions)): b for b in batches}
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    for fut in done:
+                        job.add(futures[fut], fut.result())  # re-raises the first failure
+                        progress.update(1)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        progress.close()
+        return job.finish()
+
+    async def _fan_out_async(self, job: _Job, items: list[_Item]) -> EmbeddingResult:
+        batches = self._batches(items)
+        progress = job.progress(len(batches), self.settings.show_progress)
+        limit = asyncio.Semaphore(self.settings.max_concurrency)
+
+        async def one(batch: list[_Item]) -> None:
+            async with limit:
+                answer = await self._arun(self._batch_flow(batch, job.dimensions))
+            job.add(batch, answer)
+            progress.update(1)
+
+        try:
+            async with asyncio.TaskGroup() as group:  # the first failure cancels the rest
+                for batch in batches:
+                    group.create_task(one(batch))
+        except BaseExceptionGroup as eg:
+            raise eg.exceptions[0] from None
+        finally:
+            progress.close()
+        return job.finish()
+
+    def _batches(self, items: list[_Item]) -> list[list[_Item]]:
+        """Group items into requests by count and token budget, never mixing texts and ids."""
+        batches: list[list[_Item]] = []
+        current: list[_Item] = []
+        tokens = 0
+        for item in items:
+            cost = item.cost()
+            same_kind = not current or (current[0].ids is None) == (item.ids is None)
+            if current and (
+                not same_kind
+                or len(current) >= self.settings.batch_size
+                or tokens + cost > self.settings.max_batch_tokens
+            ):
+                batches.append(current)
+                current, tokens = [], 0
+            current.append(item)
+            tokens += cost
+        if current:
+            batches.append(current)
+        return batches
+
+    # ================================================================ preparation (no IO)
+    def _job(self, texts: Sequence[str], kind: Kind, task: str | None, dimensions: int | None) -> _Job:
+        if kind not in ("query", "document"):
+            raise InputTypeError(f"kind must be 'query' or 'document', not {kind!r}")
+        texts = _check_texts(texts)
+        dims = validate_dimensions(dimensions, self.settings.preset, self.settings.model)
+        dims = dims if dims is not None else self.settings.dimensions
+        policy = self.settings.empty_text
+        rows: list[int] = []
+        for i, text in enumerate(texts):
+            if not text.strip():
+                if policy == "raise":
+                    raise InvalidInputError(
+                        f"text at index {i} is empty or whitespace only; such texts are never "
+                        "sent to the server (set empty_text='zero' or 'skip' to allow them)",
+                        index=i,
+                    )
+                if policy == "skip":
+                    logger.warning("skipping empty text at index %d", i)
+                    continue
+                # "zero": an all-zero row, no request
+            rows.append(i)
+        instruction = task if task is not None else self.settings.query_instruction
+        send = [format_query(texts[i], instruction) if kind == "query" else texts[i] for i in rows]
+        keep_zero = policy == "zero"
+        return _Job(
+            n_inputs=len(texts),
+            rows=rows,
+            send=send,
+            kind=kind,
+            dimensions=dims,
+            out_indices=list(range(len(texts))) if keep_zero else rows,
+            state=self._state,
+        )
+
+    def _max_tokens(self) -> int | None:
+        s = self.settings
+        limit = s.max_tokens
+        preset = s.preset
+        if limit is None and preset is not None:
+            limit = preset.context_length
+        if self._state.max_model_len is not None:
+            limit = min(limit, self._state.max_model_len) if limit else self._state.max_model_len
+        return limit
+
+    # ================================================================ flows (logic, no IO)
+    def _request_flow(self, method: str, path: str, payload: Any = None, *, root: bool = False) -> Flow[Any]:
+        """Send one request with retries; return the decoded JSON body."""
+        url = (self.root_url if root else self.base_url) + path
+        attempt = 0
+        while True:
+            result = yield _Send(method, url, payload)
+            assert result is not None
+            if isinstance(result, httpx.Response):
+                if result.status_code < 400:
+                    try:
+                        return result.json() if result.content else None
+                    except ValueError:
+                        raise MalformedResponseError(
+                            f"{url} answered {result.status_code} with a body that is not JSON: "
+                            f"{result.text[:200]!r}",
+                            url=url,
+                        ) from None
+                error: Exception = _status_error(result, url, self.base_url)
+                retry = result.status_code in _RETRY_STATUS
+                retry_after = _retry_after(result)
+            else:
+                error = _transport_error(result, url, self.settings.model)
+                retry, retry_after = True, None
+            if not retry or attempt >= self.settings.max_retries:
+                raise error
+            delay = retry_after if retry_after is not None else _backoff(attempt)
+            logger.info("retrying %s %s in %.2fs after: %s", method, url, delay, error)
+            attempt += 1
+            yield _Sleep(delay)
+
+    def _tokenize_flow(self, texts: list[str], add_special_tokens: bool) -> Flow[list[list[int]]]:
+        if not texts:
+            return []
+        body = yield from self._request_flow(
+            "POST",
+            "/tokenize",
+            {"model": self.settings.model, "prompt": texts, "add_special_tokens": add_special_tokens},
+        )
+        try:
+            tokens = body["tokens"]
+            if texts and tokens and isinstance(tokens[0], int):
+                tokens = [tokens]
+            if "max_model_len" in body and body["max_model_len"]:
+                self._state.max_model_len = int(body["max_model_len"])
+            if len(tokens) != len(texts):
+                raise ValueError(f"{len(tokens)} token lists for {len(texts)} texts")
+            return [list(map(int, t)) for t in tokens]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedResponseError(
+                f"unexpected /v1/tokenize answer: {exc}", url=self.base_url + "/tokenize"
+            ) from None
+
+    def _special_tokens_flow(self) -> Flow[tuple[list[int], list[int]]]:
+        """Learn once which special tokens the tokenizer wraps a text in (Qwen3: none before,
+        ``<|endoftext|>`` after; BERT-style models: [CLS] ... [SEP])."""
+        st = self._state
+        if st.special_prefix is None or st.special_suffix is None:
+            probe = ["hello world"]
+            with_special = (yield from self._tokenize_flow(probe, True))[0]
+            plain = (yield from self._tokenize_flow(probe, False))[0]
+            start = _find_sub(with_special, plain)
+            if start < 0:
+                raise MalformedResponseError(
+                    "could not align the tokenizer's special tokens (tokenize with and without "
+                    "special tokens disagree)",
+                    url=self.base_url + "/tokenize",
+                )
+            st.special_prefix = with_special[:start]
+            st.special_suffix = with_special[start + len(plain) :]
+        return st.special_prefix, st.special_suffix
+
+    def _count_flow(self, texts: list[str]) -> Flow[list[int]]:
+        return [len(t) for t in (yield from self._tokenize_flow(texts, True))]
+
+    def _plan_flow(self, job: _Job) -> Flow[list[_Item]]:
+        """Turn the job's texts into request items, applying the long-text policy.
+
+        Only texts that *could* exceed the limit are counted (a token is at least one byte),
+        so ordinary calls make no extra request.
+        """
+        items: list[_Item] = []
+        limit = self._max_tokens()
+        threshold = limit if limit is not None else _UNKNOWN_MAX_TOKENS
+        suspects: list[int] = []
+        for k, text in enumerate(job.send):
+            if len(text.encode("utf-8", "surrogatepass")) + 8 > threshold:
+                suspects.append(k)
+        if not suspects:
+            return [_Item(target=k, text=t) for k, t in enumerate(job.send)]
+        prefix, suffix = yield from self._special_tokens_flow()
+        tokens = yield from self._tokenize_flow([job.send[k] for k in suspects], False)
+        limit = self._max_tokens()  # the tokenize answer told us the server's limit
+        assert limit is not None
+        counted = dict(zip(suspects, tokens, strict=True))
+        extra = len(prefix) + len(suffix)
+        policy = self.settings.long_text
+        for k, text in enumerate(job.send):
+            ids = counted.get(k)
+            if ids is None or len(ids) + extra <= limit:
+                items.append(_Item(target=k, text=text))
+                continue
+            if policy == "error":
+                raise InvalidInputError(
+                    f"text at index {job.rows[k]} has {len(ids) + extra} tokens, more than "
+                    f"max_tokens={limit} (set long_text='chunk' or 'truncate' to embed it)",
+                    index=job.rows[k],
+                )
+            if policy == "truncate" or job.kind == "query":
+                # Keep the first tokens and the end token that last-token pooling reads.
+                items.append(_Item(target=k, ids=prefix + ids[: limit - extra] + suffix))
+                continue
+            window = min(self.settings.chunk_tokens, limit) - extra
+            step = max(1, window - min(self.settings.chunk_overlap, window - 1))
+            start = 0
+            while True:
+                part = ids[start : start + window]
+                items.append(_Item(target=k, ids=prefix + part + suffix, weight=float(len(part))))
+                if start + window >= len(ids):
+                    break
+                start += step
+        return items
+
+    def _batch_flow(self, batch: list[_Item], dims: int | None) -> Flow[tuple[Vectors, int]]:
+        """Embed one batch; handle the Matryoshka and encoding fallbacks; check the answer."""
+        st = self._state
+        inputs: list[Any] = [it.ids if it.ids is not None else it.text for it in batch]
+        while True:
+            send_dims = dims is not None and not st.client_side_dims and dims != st.native_dim
+            use_float = st.use_float or self.settings.encoding_format == "float"
+            payload: dict[str, Any] = {"model": self.settings.model, "input": inputs}
+            payload["encoding_format"] = "float" if use_float else "base64"
+            if send_dims:
+                payload["dimensions"] = dims
+            try:
+                body = yield from self._request_flow("POST", "/embeddings", payload)
+            except BadRequestError as exc:
+                msg = (exc.server_message or str(exc)).lower()
+                if send_dims and "matryoshka" in msg:
+                    with st.lock:
+                        if not st.client_side_dims:
+                            logger.warning(
+                                "the server cannot truncate to dimensions=%s (%s); truncating and "
+                                "re-normalising on the client from now on",
+                                dims,
+                                exc.server_message,
+                            )
+                        st.client_side_dims = True
+                    continue
+                if (
+                    not use_float
+                    and self.settings.encoding_format == "auto"
+                    and ("encoding" in msg or "base64" in msg)
+                ):
+                    logger.warning("the server rejected base64 encoding; using float from now on")
+                    st.use_float = True
+                    continue
+                raise
+            vectors, tokens = _parse_embeddings(body, len(batch), self.base_url + "/embeddings")
+            with st.lock:
+                st.prompt_tokens += tokens
+                st.requests += 1
+            return self._fit_width(vectors, dims), tokens
+
+    def _fit_width(self, vectors: Vectors, dims: int | None) -> Vectors:
+        st = self._state
+        width = vectors.shape[1]
+        if dims is None or width == dims:
+            if dims is None:
+                if st.native_dim is None:
+                    st.native_dim = width
+                elif width != st.native_dim and not st.client_side_dims:
+                    raise MalformedResponseError(
+                        f"the server returned {width}-d vectors; {self.settings.model} is "
+                        f"{st.native_dim}-d (is base_url serving another model?)",
+                        url=self.base_url,
+                    )
+            return vectors
+        if width < dims:
+            raise MalformedResponseError(
+                f"asked for dimensions={dims} but the server returned {width}-d vectors",
+                url=self.base_url,
+            )
+        if not st.client_side_dims:
+            # SGLang < 0.5.5 ignores `dimensions` and returns the full vector.
+            logger.warning(
+                "the server ignored dimensions=%s and returned %s-d vectors; truncating and "
+                "re-normalising on the client from now on",
+                dims,
+                width,
+            )
+            st.client_side_dims = True
+        if st.native_dim is None:
+            st.native_dim = width
+        return _normalize(np.ascontiguousarray(vectors[:, :dims]))
+
+    @staticmethod
+    def _aligned(result: EmbeddingResult) -> list[list[float]]:
+        return result.tolist()
+
+
+# ============================================================================================
+# Jobs: the shared bookkeeping of one call
+# ============================================================================================
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class _Job:
+    n_inputs: int
+    rows: list[int]  # input index of each text that is sent
+    send: list[str]  # the texts as sent (instruction applied)
+    kind: Kind
+    dimensions: int | None
+    out_indices: list[int]  # input indices of the output rows
+    state: _State
+    prompt_tokens: int = 0
+    _sums: dict[int, Vectors] = field(default_factory=dict)
+    _parts: dict[int, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def progress(self, total: int, show: bool) -> Any:
+        if not show or total <= 1:
+            return _NoProgress()
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="batch", desc=f"Embedding {len(self.send)} texts")
+
+    def add(self, batch: list[_Item], answer: tuple[Vectors, int]) -> None:
+        vectors, tokens = answer
+        with self._lock:
+            self.prompt_tokens += tokens
+            for item, vec in zip(batch, vectors, strict=True):
+                if item.target in self._sums:
+                    self._sums[item.target] += vec * item.weight
+                    self._parts[item.target] += 1
+                else:
+                    self._sums[item.target] = vec * item.weight if item.weight != 1.0 else vec.copy()
+                    self._parts[item.target] = 1
+
+    def finish(self) -> EmbeddingResult:
+        dim = next((v.shape[0] for v in self._sums.values()), None)
+        if dim is None:
+            dim = self.dimensions or self.state.native_dim or 0
+        out = np.zeros((len(self.out_indices), dim), dtype=np.float32)
+        position = {idx: r for r, idx in enumerate(self.out_indices)}
+        for k, vec in self._sums.items():
+            out[position[self.rows[k]]] = vec
+        multi = [position[self.rows[k]] for k, n in self._parts.items() if n > 1]
+        if multi:
+            out[multi] = _normalize(out[multi])
+        return EmbeddingResult(
+            vectors=out,
+            indices=np.asarray(self.out_indices, dtype=np.int64),
+            prompt_tokens=self.prompt_tokens,
+        )
+
+
+# ============================================================================================
+# Helpers
+# ============================================================================================
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise InputTypeError(
+            "expected a list of texts, got a single str (use embed_query for one query, or wrap "
+            "the document in a list)"
+        )
+    if isinstance(texts, bytes | bytearray):
+        raise InputTypeError("expected a list of str, got bytes (decode it first)")
+    try:
+        out = list(texts)
+    except TypeError:
+        raise InputTypeError(f"expected a list of str, got {type(texts).__name__}") from None
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise InputTypeError(
+                f"text at index {i} is {type(text).__name__}, not str"
+                + (" (decode bytes first)" if isinstance(text, bytes | bytearray) else ""),
+                index=i,
+            )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(
+                f"text at index {i} contains a lone surrogate and is not valid Unicode "
+                "(decode your input with errors='replace')",
+                index=i,
+            ) from None
+    return out
+
+
+def _find_sub(seq: list[int], sub: list[int]) -> int:
+    if not sub:
+        return 0
+    for i in range(len(seq) - len(sub) + 1):
+        if seq[i : i + len(sub)] == sub:
+            return i
+    return -1
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter in [base*2^n / 2, base*2^n], capped."""
+    ceiling = min(_BACKOFF_MAX, _BACKOFF_BASE * (2**attempt))
+    return ceiling / 2 + random.random() * ceiling / 2
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        seconds = parsed.timestamp() - time.time()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), _RETRY_AFTER_MAX)
+
+
+def _server_message(response: httpx.Response) -> tuple[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:500], response.text
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("detail") or body.get("error")
+        if isinstance(message, dict):
+            message = message.get("message") or json.dumps(message)
+        if message:
+            return str(message), body
+    return json.dumps(body)[:500], body
+
+
+def _status_error(response: httpx.Response, url: str, base_url: str) -> APIStatusError:
+    code = response.status_code
+    message, body = _server_message(response)
+    text = f"{url} answered HTTP {code}: {message}"
+    lowered = message.lower()
+    if code in (401, 403):
+        text += " (check api_key / QWEN_SGLANG_API_KEY against the server's --api-key)"
+    elif code == 404:
+        hint = " (is base_url missing '/v1'?)" if not base_url.endswith("/v1") else ""
+        text += f"{hint} (is this an SGLang or OpenAI-compatible embedding server?)"
+    elif "is-embedding" in lowered or "is_embedding" in lowered or "generation model" in lowered:
+        text += " (the server runs the model as a generation model: restart it with --is-embedding)"
+    elif "matryoshka" in lowered:
+        text += (
+            " (start SGLang with --json-model-override-args '{\"is_matryoshka\": true}' to let it "
+            "truncate)"
+        )
+    return status_error_class(code)(text, status_code=code, url=url, body=body, server_message=message)
+
+
+def _transport_error(exc: Exception, url: str, model: str) -> APIConnectionError:
+    if isinstance(exc, httpx.TimeoutException):
+        return APITimeoutError(f"{url} did not answer in time ({type(exc).__name__})", url=url)
+    reason = str(exc) or type(exc).__name__
+    return APIConnectionError(
+        f"could not connect to the embedding server at {url}: {reason}. Is it running? Start one "
+        f"with `qwen-sglang serve --model {model}` (add `--backend local` on a machine without a "
+        "GPU), or point base_url / QWEN_SGLANG_BASE_URL at a running server.",
+        url=url,
+    )
+
+
+def _parse_embeddings(body: Any, expected: int, url: str) -> tuple[Vectors, int]:
+    """Decode and check an ``/embeddings`` answer: count, order, width, finiteness."""
+
+    def bad(why: str) -> MalformedResponseError:
+        return MalformedResponseError(f"malformed answer from {url}: {why}", url=url)
+
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        raise bad("no 'data' list")
+    data = body["data"]
+    if len(data) != expected:
+        raise bad(f"{len(data)} embeddings for {expected} inputs")
+    rows: list[Any] = [None] * expected
+    width = -1
+    for pos, entry in enumerate(data):
+        if not isinstance(entry, dict) or "embedding" not in entry:
+            raise bad(f"entry {pos} has no 'embedding'")
+        index = entry.get("index", pos)
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < expected:
+            raise bad(f"entry {pos} has index {index!r}")
+        if rows[index] is not None:
+            raise bad(f"index {index} appears twice")
+        emb = entry["embedding"]
+        if isinstance(emb, str):
+            try:
+                raw = base64.b64decode(emb, validate=True)
+            except (binascii.Error, ValueError):
+                raise bad(f"embedding {index} is not valid base64") from None
+            if len(raw) % 4:
+                raise bad(f"embedding {index} has {len(raw)} bytes, not a whole number of float32")
+            vec = np.frombuffer(raw, dtype="<f4")
+        elif isinstance(emb, list):
+            try:
+                vec = np.asarray(emb, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise bad(f"embedding {index} is not a list of numbers") from None
+            if vec.ndim != 1:
+                raise bad(f"embedding {index} is not a flat list of numbers")
+        else:
+            raise bad(f"embedding {index} is a {type(emb).__name__}")
+        if width < 0:
+            width = vec.shape[0]
+        if vec.shape[0] != width or width == 0:
+            raise bad(f"embedding {index} has width {vec.shape[0]}, others {width}")
+        rows[index] = vec
+    matrix = np.empty((expected, max(width, 0)), dtype=np.float32)
+    for i, vec in enumerate(rows):
+        matrix[i] = vec
+    if not np.isfinite(matrix).all():
+        raise bad("NaN or infinite values in the vectors")
+    usage = body.get("usage") or {}
+    tokens = usage.get("prompt_tokens", 0) if isinstance(usage, dict) else 0
+    return matrix, int(tokens) if isinstance(tokens, int | float) else 0

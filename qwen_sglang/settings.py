@@ -1,0 +1,217 @@
+"""Settings shared by the core client and both framework adapters.
+
+One pydantic model declares every knob once; :class:`~langchain_qwen_sglang.QwenSGLangEmbeddings`
+and :class:`~llama_index_qwen_sglang.QwenSGLangEmbedding` inherit it, so the two frameworks take
+the same arguments, read the same environment variables and validate them the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, Strict, field_validator, model_validator
+
+from qwen_sglang.errors import ConfigurationError
+from qwen_sglang.instructions import DEFAULT_TASK
+from qwen_sglang.presets import ModelPreset, find_preset
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MODEL",
+    "EmptyTextPolicy",
+    "EncodingFormat",
+    "LongTextPolicy",
+    "QwenSGLangSettings",
+    "normalize_base_url",
+    "validate_dimensions",
+]
+
+DEFAULT_BASE_URL = "http://127.0.0.1:30000/v1"
+DEFAULT_MODEL = "Qwen/Qwen3-Embedding-4B"
+
+EncodingFormat = Literal["auto", "base64", "float"]
+EmptyTextPolicy = Literal["raise", "zero", "skip"]
+LongTextPolicy = Literal["chunk", "truncate", "error"]
+
+
+def _env(name: str, default: str) -> Callable[[], str]:
+    return lambda: os.environ.get(name) or default
+
+
+def _secret_env(name: str) -> Callable[[], SecretStr | None]:
+    def factory() -> SecretStr | None:
+        value = os.environ.get(name)
+        return SecretStr(value) if value else None
+
+    return factory
+
+
+def normalize_base_url(url: str) -> str:
+    """Check and normalise a server URL to the OpenAI-style ``.../v1`` form.
+
+    ``http://host:30000`` and ``http://host:30000/`` become ``http://host:30000/v1``; a URL with
+    another path is kept as given (minus a trailing slash), for servers behind a proxy path.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError("base_url must be a non-empty URL such as http://127.0.0.1:30000/v1")
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(
+            f"base_url {url!r} is not an http(s) URL; expected something like "
+            "http://127.0.0.1:30000/v1"
+        )
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(f"base_url {url!r} has an invalid port: {exc}") from None
+    if port == 0:
+        raise ConfigurationError(f"base_url {url!r} has port 0")
+    path = parts.path.rstrip("/")
+    if not path:
+        path = "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def validate_dimensions(dimensions: Any, preset: ModelPreset | None, model: str) -> int | None:
+    """Check a ``dimensions`` value against the model's Matryoshka range; return it or raise."""
+    if dimensions is None:
+        return None
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int):
+        raise ConfigurationError(
+            f"dimensions must be an int or None, not {type(dimensions).__name__} ({dimensions!r})"
+        )
+    if preset is not None:
+        lo, hi = preset.dim_range
+        if not lo <= dimensions <= hi:
+            raise ConfigurationError(
+                f"dimensions={dimensions} is outside the Matryoshka range of {preset.name}: "
+                f"{lo}..{hi}"
+            )
+    elif dimensions < 1:
+        raise ConfigurationError(f"dimensions must be at least 1, got {dimensions}")
+    return dimensions
+
+
+class QwenSGLangSettings(BaseModel):
+    """Connection and embedding settings, from arguments or the environment."""
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+        arbitrary_types_allowed=True,
+        use_attribute_docstrings=True,
+        protected_namespaces=(),
+    )
+
+    base_url: str = Field(default_factory=_env("QWEN_SGLANG_BASE_URL", DEFAULT_BASE_URL))
+    """Server URL ending in ``/v1`` (env ``QWEN_SGLANG_BASE_URL``; a bare ``http://host:port``
+    gets ``/v1`` appended)."""
+
+    api_key: SecretStr | None = Field(default_factory=_secret_env("QWEN_SGLANG_API_KEY"), exclude=True)
+    """Bearer key for servers started with ``--api-key`` (env ``QWEN_SGLANG_API_KEY``).
+    Keyless servers need none. Never printed, logged or serialised (a reloaded object reads it
+    from the environment again)."""
+
+    model: str = Field(default_factory=_env("QWEN_SGLANG_MODEL", DEFAULT_MODEL))
+    """Model name sent with each request and used to look up the preset (native width,
+    Matryoshka range, context) (env ``QWEN_SGLANG_MODEL``)."""
+
+    dimensions: Annotated[int, Strict()] | None = None
+    """Output width (Matryoshka). ``None`` keeps the native width. Validated against the
+    model's range; when the server cannot truncate, the client truncates and re-normalises."""
+
+    query_instruction: str | None = DEFAULT_TASK
+    """Task put into Qwen3's query template ``Instruct: {task}\\nQuery:{text}``, or a preset
+    name from :data:`qwen_sglang.instructions.TASKS`. ``None`` or ``""`` disables it.
+    Documents never get an instruction."""
+
+    batch_size: int = Field(default=32, gt=0)
+    """Most texts per request."""
+
+    max_batch_tokens: int = Field(default=8192, gt=0)
+    """Approximate token budget per request (texts are grouped until it would be exceeded).
+    Estimated from UTF-8 length unless exact counts are needed for long texts."""
+
+    max_concurrency: int = Field(default=8, gt=0)
+    """Most requests in flight at once, in both the sync and the async paths."""
+
+    timeout: float | None = Field(default=120.0)
+    """Seconds to wait for one request (``None`` waits forever)."""
+
+    max_retries: int = Field(default=3, ge=0)
+    """Retries for timeouts, connection errors, 408/409/429 and 5xx. A 400 is never retried."""
+
+    show_progress: bool = False
+    """Show a tqdm progress bar for multi-batch calls."""
+
+    encoding_format: EncodingFormat = "auto"
+    """``"base64"`` (4x smaller answers, no JSON float parsing; SGLang >= 0.5.17), ``"float"``,
+    or ``"auto"``: ask for base64 and accept either answer."""
+
+    empty_text: EmptyTextPolicy = "raise"
+    """What to do with empty or whitespace-only texts, which are never sent to the server:
+    ``"raise"`` a ValueError naming the index, return a ``"zero"`` vector, or ``"skip"`` them
+    (core and ingestion APIs only, where results carry their input indices)."""
+
+    long_text: LongTextPolicy = "chunk"
+    """Texts longer than ``max_tokens``: ``"chunk"`` embeds token windows and returns their
+    token-weighted mean (re-normalised), ``"truncate"`` keeps the first tokens and the end
+    token, ``"error"`` raises. Exact counts come from the server's tokenizer."""
+
+    max_tokens: int | None = Field(default=None, gt=1)
+    """Token limit per text, end token included (default: the model's context, capped by the
+    server's ``max_model_len``)."""
+
+    chunk_tokens: int = Field(default=2048, gt=16)
+    """Window size for ``long_text="chunk"``."""
+
+    chunk_overlap: int = Field(default=128, ge=0)
+    """Tokens shared by consecutive windows for ``long_text="chunk"``."""
+
+    default_headers: dict[str, str] | None = None
+    """Extra HTTP headers sent with every request."""
+
+    server: Any = Field(default=None, exclude=True, repr=False)
+    """A managed server (:class:`qwen_sglang.SGLangServer`, :class:`qwen_sglang.LocalEmbeddingServer`);
+    its URL, key and model name are used unless given explicitly."""
+
+    @field_validator("query_instruction")
+    @classmethod
+    def _check_instruction(cls, value: str | None) -> str | None:
+        return value if value and value.strip() else None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_server(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("server") is not None:
+            srv = data["server"]
+            for name in ("base_url", "model"):
+                if data.get(name) is None and getattr(srv, name, None):
+                    data[name] = getattr(srv, name)
+            if data.get("api_key") is None and getattr(srv, "api_key", None) is not None:
+                data["api_key"] = srv.api_key
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> QwenSGLangSettings:
+        self.base_url = normalize_base_url(self.base_url)
+        validate_dimensions(self.dimensions, self.preset, self.model)
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ConfigurationError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens "
+                f"({self.chunk_tokens})"
+            )
+        return self
+
+    @property
+    def preset(self) -> ModelPreset | None:
+        """The preset of :attr:`model`, or ``None`` for models that are not known."""
+        return find_preset(self.model)
+
+    def core_settings(self) -> QwenSGLangSettings:
+        """A plain :class:`QwenSGLangSettings` copy (adapters pass this to the core client)."""
+        data = {name: getattr(self, name) for name in QwenSGLangSettings.model_fields}
+        return QwenSGLangSettings.model_construct(**data)
