@@ -169,17 +169,32 @@ class EmbeddingClient:
             docs = await client.aembed_documents(["SGLang serves Qwen3-Embedding."])
     """
 
-    def __init__(self, settings: QwenSGLangSettings | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        settings: QwenSGLangSettings | None = None,
+        *,
+        http_client: httpx.Client | None = None,
+        http_async_client: httpx.AsyncClient | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Create a client from ``settings`` and/or settings fields as keyword arguments.
+
+        ``http_client`` / ``http_async_client`` replace the internally created httpx clients
+        (proxies, custom TLS, test transports). A given async client is used from one event
+        loop only; by default the client makes one per loop.
+        """
         if settings is not None and kwargs:
             fields = {name: getattr(settings, name) for name in QwenSGLangSettings.model_fields}
             settings = QwenSGLangSettings(**(fields | kwargs))
         self.settings = settings if settings is not None else QwenSGLangSettings(**kwargs)
         preset = self.settings.preset
         self._state = _State(native_dim=preset.native_dim if preset else None)
-        self._sync_client: httpx.Client | None = None
+        self._sync_client: httpx.Client | None = http_client
+        self._given_async_client = http_async_client
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
         self._async_clients = weakref.WeakKeyDictionary()
         self._client_lock = threading.Lock()
+        self._hdrs = self._headers()  # sent with every request, also through given clients
 
     # ---------------------------------------------------------------- public properties
     @property
@@ -335,20 +350,18 @@ class EmbeddingClient:
     def _http(self) -> httpx.Client:
         with self._client_lock:
             if self._sync_client is None:
-                self._sync_client = httpx.Client(
-                    headers=self._headers(), timeout=self.settings.timeout, limits=self._limits()
-                )
+                self._sync_client = httpx.Client(timeout=self.settings.timeout, limits=self._limits())
             return self._sync_client
 
     def _ahttp(self) -> httpx.AsyncClient:
         # One AsyncClient per event loop: a client bound to a closed loop (a second
         # asyncio.run(), a new Jupyter cell loop) would fail with "Event loop is closed".
+        if self._given_async_client is not None:
+            return self._given_async_client
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            client = httpx.AsyncClient(
-                headers=self._headers(), timeout=self.settings.timeout, limits=self._limits()
-            )
+            client = httpx.AsyncClient(timeout=self.settings.timeout, limits=self._limits())
             self._async_clients[loop] = client
         return client
 
@@ -364,7 +377,7 @@ class EmbeddingClient:
                 result = None
                 continue
             try:
-                result = self._http().request(op.method, op.url, json=op.payload)
+                result = self._http().request(op.method, op.url, json=op.payload, headers=self._hdrs)
             except httpx.HTTPError as exc:
                 result = exc
 
@@ -380,7 +393,7 @@ class EmbeddingClient:
                 result = None
                 continue
             try:
-                result = await self._ahttp().request(op.method, op.url, json=op.payload)
+                result = await self._ahttp().request(op.method, op.url, json=op.payload, headers=self._hdrs)
             except httpx.HTTPError as exc:
                 result = exc
 
@@ -469,8 +482,7 @@ class EmbeddingClient:
                     )
                 if policy == "skip":
                     logger.warning("skipping empty text at index %d", i)
-                    continue
-                # "zero": an all-zero row, no request
+                continue  # "zero": an all-zero output row; either way no request
             rows.append(i)
         instruction = task if task is not None else self.settings.query_instruction
         send = [format_query(texts[i], instruction) if kind == "query" else texts[i] for i in rows]

@@ -67,7 +67,7 @@ class QwenShape:
 #: Shapes by name: ``tiny`` for CPU tests, the others equal the released models.
 SHAPES: dict[str, QwenShape] = {
     "tiny": QwenShape(32, 64, 2, 4, 2, 8),
-    "small": QwenShape(64, 128, 2, 4, 2, 16),
+    "small": QwenShape(128, 256, 2, 4, 2, 32),
     "0.6B": QwenShape(1024, 3072, 28, 16, 8, 128),
     "4B": QwenShape(2560, 9728, 36, 32, 8, 128),
     "8B": QwenShape(4096, 12288, 36, 32, 8, 128),

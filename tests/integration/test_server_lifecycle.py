@@ -1,0 +1,170 @@
+"""Managed servers as real processes: start, readiness, teardown, failures, CLI, doctor, attach."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from qwen_sglang import ServerStartError
+from qwen_sglang.server import LocalEmbeddingServer, ManagedServer, SGLangServer, cuda_visible, free_port, launch_server
+from tests.conftest import make_server
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_gone(pgid: int, seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not group_alive(pgid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_start_ready_embed_stop_leaves_nothing(qwen_model_dir: Path) -> None:
+    srv = make_server(qwen_model_dir)
+    with srv:
+        assert srv.is_running()
+        pid = srv.pid
+        assert pid is not None
+        pgid = os.getpgid(pid)
+        assert pgid == pid  # its own process group
+        assert httpx.get(srv.root_url + "/health").status_code == 200
+        from langchain_qwen_sglang import QwenSGLangEmbeddings
+
+        assert len(QwenSGLangEmbeddings(server=srv).embed_query("hi")) == 128
+        assert srv.log_path is not None and srv.log_path.exists()
+    assert not srv.is_running()
+    assert wait_gone(pgid)
+
+
+def test_exception_inside_context_manager_still_stops_the_server(qwen_model_dir: Path) -> None:
+    srv = make_server(qwen_model_dir)
+    with pytest.raises(RuntimeError, match="boom"), srv:
+        pgid = os.getpgid(srv.pid)  # type: ignore[arg-type]
+        raise RuntimeError("boom")
+    assert wait_gone(pgid)
+
+
+def test_crash_during_start_gives_the_log_tail(tmp_path: Path) -> None:
+    broken = tmp_path / "Qwen3-Embedding-broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "qwen3", "hidden_size": "not a number"}')
+    srv = LocalEmbeddingServer(broken, startup_timeout=120)
+    with pytest.raises(ServerStartError) as info:
+        srv.start()
+    err = info.value
+    assert err.returncode not in (None, 0)
+    assert "could not load the model" in err.log_tail
+    assert "last lines of the server log" in str(err)
+    assert not srv.is_running()
+
+
+def test_port_already_in_use(qwen_model_dir: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(ServerStartError, match=f"port {port} .* already in use"):
+            LocalEmbeddingServer(qwen_model_dir, port=port).start()
+
+
+def test_wrong_model_path_fails_before_starting_anything() -> None:
+    srv = LocalEmbeddingServer("/nonexistent/Qwen3-Embedding-nope")
+    with pytest.raises(ServerStartError, match="does not exist"):
+        srv.start()
+    assert srv.pid is None
+
+
+def test_sglang_backend_without_sglang_says_how_to_install() -> None:
+    if SGLangServer is None or __import__("importlib").util.find_spec("sglang") is not None:
+        pytest.skip("sglang is installed here")
+    with pytest.raises(ServerStartError, match=r"pip install 'qwen-sglang\[sglang\]'"):
+        SGLangServer("/models/Qwen3-Embedding-4B").start()
+
+
+def test_auto_backend_picks_local_without_a_gpu(qwen_model_dir: Path) -> None:
+    if cuda_visible():
+        pytest.skip("a GPU is visible here")
+    srv = launch_server(qwen_model_dir, start=False)
+    assert isinstance(srv, LocalEmbeddingServer)
+
+
+def test_ctrl_c_on_the_cli_leaves_nothing_behind(qwen_model_dir: Path, tmp_path: Path) -> None:
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qwen_sglang", "serve", "--backend", "local", "--model", str(qwen_model_dir),
+         "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) in (0, 130)  # 130: the conventional Ctrl-C exit
+        assert wait_gone(proc.pid)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "The server is fired up and ready to roll!" in (tmp_path / "serve.log").read_text()
+
+
+def run_doctor(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qwen_sglang", "doctor", *args],
+                          capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_doctor_on_a_healthy_server(server: ManagedServer) -> None:
+    out = run_doctor("--base-url", server.base_url)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for row in ("reachable", "healthy", "embedding model", "served model", "native width", "matryoshka",
+                "base64", "context length", "version"):
+        assert row in out.stdout
+    assert "128" in out.stdout and "enabled" in out.stdout and "all checks passed" in out.stdout
+    report = json.loads(run_doctor("--base-url", server.base_url, "--json").stdout)
+    assert report["native_dim"] == 128 and report["matryoshka"] is True and report["ok"] is True
+
+
+def test_doctor_on_a_server_without_matryoshka(server_no_mrl: ManagedServer) -> None:
+    out = run_doctor("--base-url", server_no_mrl.base_url)
+    assert "WARN  matryoshka" in out.stdout and "disabled" in out.stdout
+    assert "is_matryoshka" in out.stdout  # the fix
+    assert out.returncode == 0  # the client copes, so it is a warning
+
+
+def test_doctor_on_nothing_fails_with_a_fix() -> None:
+    out = run_doctor("--base-url", f"http://127.0.0.1:{free_port()}/v1", "--timeout", "2")
+    assert out.returncode == 1
+    assert "FAIL  reachable" in out.stdout and "qwen-sglang serve" in out.stdout
+
+
+def test_attach_reports_capabilities_without_owning_the_process(server: ManagedServer) -> None:
+    report = SGLangServer.attach(server.base_url)
+    assert report.ok and report.native_dim == 128 and report.matryoshka and report.base64
+    assert report.context_length and report.context_length > 1000
+    assert server.is_running()

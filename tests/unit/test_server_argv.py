@@ -1,0 +1,134 @@
+"""The SGLang command line built by SGLangServer: right flags always, wrong flags never."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from qwen_sglang import ConfigurationError
+from qwen_sglang.server import WRONG_FLAGS, LocalEmbeddingServer, SGLangServer
+
+
+def argv_of(**kw: Any) -> list[str]:
+    kw.setdefault("port", 30123)
+    return SGLangServer("/models/Qwen3-Embedding-4B", **kw).command()
+
+
+def flag_value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_defaults() -> None:
+    argv = argv_of()
+    assert argv[:3] == [sys.executable, "-m", "sglang.launch_server"]
+    assert flag_value(argv, "--model-path") == "/models/Qwen3-Embedding-4B"
+    assert "--is-embedding" in argv
+    assert flag_value(argv, "--host") == "127.0.0.1"
+    assert flag_value(argv, "--port") == "30123"
+    assert json.loads(flag_value(argv, "--json-model-override-args")) == {"is_matryoshka": True}
+    assert flag_value(argv, "--tp-size") == "1" and flag_value(argv, "--dp-size") == "1"
+    for wrong in WRONG_FLAGS:
+        assert wrong not in argv
+
+
+OPTIONS = [
+    ("tp_size", 2, "--tp-size", "2"),
+    ("dp_size", 4, "--dp-size", "4"),
+    ("mem_fraction_static", 0.35, "--mem-fraction-static", "0.35"),
+    ("attention_backend", "triton", "--attention-backend", "triton"),
+    ("context_length", 8192, "--context-length", "8192"),
+    ("max_running_requests", 64, "--max-running-requests", "64"),
+    ("chunked_prefill_size", 4096, "--chunked-prefill-size", "4096"),
+    ("max_prefill_tokens", 32768, "--max-prefill-tokens", "32768"),
+    ("dtype", "bfloat16", "--dtype", "bfloat16"),
+    ("served_model_name", "qwen-emb", "--served-model-name", "qwen-emb"),
+    ("device", "cpu", "--device", "cpu"),
+    ("log_level", "warning", "--log-level", "warning"),
+    ("host", "0.0.0.0", "--host", "0.0.0.0"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "flag", "expected"), OPTIONS, ids=[o[0] for o in OPTIONS])
+def test_each_option_maps_to_its_flag(name: str, value: Any, flag: str, expected: str) -> None:
+    argv = argv_of(**{name: value})
+    assert flag_value(argv, flag) == expected
+    assert "--is-embedding" in argv
+
+
+def test_boolean_flags_and_extra_args() -> None:
+    argv = argv_of(allow_auto_truncate=True, disable_radix_cache=True, matryoshka=False,
+                   extra_args=["--skip-server-warmup"])
+    assert "--allow-auto-truncate" in argv and "--disable-radix-cache" in argv
+    assert "--json-model-override-args" not in argv
+    assert argv[-1] == "--skip-server-warmup"
+
+
+@pytest.mark.parametrize("wrong", sorted(WRONG_FLAGS))
+def test_wrong_flags_are_refused_with_advice(wrong: str) -> None:
+    with pytest.raises(ConfigurationError, match=wrong):
+        SGLangServer("/m", extra_args=[wrong, "x"])
+    with pytest.raises(ConfigurationError):
+        SGLangServer("/m", extra_args=[f"{wrong}=x"])
+
+
+BAD = [
+    ({"port": 0}, "port"), ({"port": 70000}, "port"), ({"port": "30000"}, "port"),
+    ({"mem_fraction_static": 0.0}, "mem_fraction_static"), ({"mem_fraction_static": 1.0}, "mem_fraction_static"),
+    ({"tp_size": 0}, "tp_size"), ({"dp_size": -1}, "dp_size"), ({"tp_size": 1.5}, "tp_size"),
+    ({"context_length": 0}, "context_length"), ({"chunked_prefill_size": 0}, "chunked_prefill_size"),
+    ({"device": "tpu"}, "device"), ({"extra_args": "--foo bar"}, "sequence"), ({"startup_timeout": 0}, "startup_timeout"),
+]
+
+
+@pytest.mark.parametrize(("kw", "match"), BAD, ids=[str(b[0]) for b in BAD])
+def test_bad_options_are_rejected(kw: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        SGLangServer("/m", **kw)
+
+
+def test_api_key_is_masked_in_the_displayed_command() -> None:
+    server = SGLangServer("/m", port=1234, api_key="sk-top-secret-999")
+    assert "sk-top-secret-999" in server.command()  # SGLang needs it
+    shown = server.display_command()
+    assert "sk-top-secret-999" not in shown and "--api-key '***'" in shown
+    assert "sk-top-secret-999" not in repr(server)
+
+
+def test_local_backend_argv() -> None:
+    argv = LocalEmbeddingServer("/m", port=4321, matryoshka=False, context_length=512).command()
+    assert argv[:6] == [sys.executable, "-m", "qwen_sglang", "serve", "--backend", "local"]
+    assert "--no-matryoshka" in argv and argv[argv.index("--context-length") + 1] == "512"
+
+
+def test_cli_dry_run_prints_the_sglang_command_with_key_masked() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "qwen_sglang", "serve", "--backend", "sglang", "--model", "/models/Qwen3-Embedding-4B",
+         "--port", "31000", "--mem-fraction-static", "0.3", "--attention-backend", "triton", "--api-key", "sk-abc-123",
+         "--dry-run", "--", "--skip-server-warmup"],
+        capture_output=True, text=True, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip().splitlines()[-1]
+    assert "sglang.launch_server" in line and "--is-embedding" in line and "--mem-fraction-static 0.3" in line
+    assert "--skip-server-warmup" in line and "sk-abc-123" not in line
+
+
+def test_cli_help_for_every_command() -> None:
+    for command in ([], ["serve"], ["embed"], ["doctor"]):
+        out = subprocess.run([sys.executable, "-m", "qwen_sglang", *command, "--help"],
+                             capture_output=True, text=True, check=False)
+        assert out.returncode == 0 and "usage: qwen-sglang" in out.stdout
+
+
+def test_cli_errors_are_one_line_without_traceback() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "qwen_sglang", "embed", "--base-url", "http://127.0.0.1:9/v1", "hello"],
+        capture_output=True, text=True, check=False, timeout=120, env={"PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: could not connect to the embedding server at http://127.0.0.1:9/v1")
+    assert "Traceback" not in out.stderr
