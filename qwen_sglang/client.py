@@ -229,9 +229,7 @@ class EmbeddingClient:
         """Embed documents (no instruction). Returns one list of floats per text."""
         return self._aligned(self.embed(texts, kind="document", dimensions=dimensions))
 
-    def embed_query(
-        self, text: str, *, task: str | None = None, dimensions: int | None = None
-    ) -> list[float]:
+    def embed_query(self, text: str, *, task: str | None = None, dimensions: int | None = None) -> list[float]:
         """Embed one query with the Qwen3 instruction (``task`` overrides the default)."""
         return self._aligned(self.embed([text], kind="query", task=task, dimensions=dimensions))[0]
 
@@ -257,15 +255,11 @@ class EmbeddingClient:
         return self._fan_out_sync(job, items)
 
     # ---------------------------------------------------------------- public async API
-    async def aembed_documents(
-        self, texts: Sequence[str], *, dimensions: int | None = None
-    ) -> list[list[float]]:
+    async def aembed_documents(self, texts: Sequence[str], *, dimensions: int | None = None) -> list[list[float]]:
         """Async :meth:`embed_documents`."""
         return self._aligned(await self.aembed(texts, kind="document", dimensions=dimensions))
 
-    async def aembed_query(
-        self, text: str, *, task: str | None = None, dimensions: int | None = None
-    ) -> list[float]:
+    async def aembed_query(self, text: str, *, task: str | None = None, dimensions: int | None = None) -> list[float]:
         """Async :meth:`embed_query`."""
         result = await self.aembed([text], kind="query", task=task, dimensions=dimensions)
         return self._aligned(result)[0]
@@ -521,8 +515,7 @@ class EmbeddingClient:
                         return result.json() if result.content else None
                     except ValueError:
                         raise MalformedResponseError(
-                            f"{url} answered {result.status_code} with a body that is not JSON: "
-                            f"{result.text[:200]!r}",
+                            f"{url} answered {result.status_code} with a body that is not JSON: {result.text[:200]!r}",
                             url=url,
                         ) from None
                 error: Exception = _status_error(result, url, self.base_url)
@@ -550,7 +543,7 @@ class EmbeddingClient:
             tokens = body["tokens"]
             if texts and tokens and isinstance(tokens[0], int):
                 tokens = [tokens]
-            if "max_model_len" in body and body["max_model_len"]:
+            if body.get("max_model_len"):
                 self._state.max_model_len = int(body["max_model_len"])
             if len(tokens) != len(texts):
                 raise ValueError(f"{len(tokens)} token lists for {len(texts)} texts")
@@ -656,11 +649,7 @@ class EmbeddingClient:
                             )
                         st.client_side_dims = True
                     continue
-                if (
-                    not use_float
-                    and self.settings.encoding_format == "auto"
-                    and ("encoding" in msg or "base64" in msg)
-                ):
+                if not use_float and self.settings.encoding_format == "auto" and ("encoding" in msg or "base64" in msg):
                     logger.warning("the server rejected base64 encoding; using float from now on")
                     st.use_float = True
                     continue
@@ -736,7 +725,7 @@ class _Job:
     def progress(self, total: int, show: bool) -> Any:
         if not show or total <= 1:
             return _NoProgress()
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
 
         return tqdm(total=total, unit="batch", desc=f"Embedding {len(self.send)} texts")
 
@@ -776,8 +765,7 @@ class _Job:
 def _check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise InputTypeError(
-            "expected a list of texts, got a single str (use embed_query for one query, or wrap "
-            "the document in a list)"
+            "expected a list of texts, got a single str (use embed_query for one query, or wrap the document in a list)"
         )
     if isinstance(texts, bytes | bytearray):
         raise InputTypeError("expected a list of str, got bytes (decode it first)")
@@ -814,7 +802,7 @@ def _find_sub(seq: list[int], sub: list[int]) -> int:
 
 def _backoff(attempt: int) -> float:
     """Exponential backoff with full jitter in [base*2^n / 2, base*2^n], capped."""
-    ceiling = min(_BACKOFF_MAX, _BACKOFF_BASE * (2**attempt))
+    ceiling = min(_BACKOFF_MAX, _BACKOFF_BASE * 2.0**attempt)
     return ceiling / 2 + random.random() * ceiling / 2
 
 
@@ -861,10 +849,7 @@ def _status_error(response: httpx.Response, url: str, base_url: str) -> APIStatu
     elif "is-embedding" in lowered or "is_embedding" in lowered or "generation model" in lowered:
         text += " (the server runs the model as a generation model: restart it with --is-embedding)"
     elif "matryoshka" in lowered:
-        text += (
-            " (start SGLang with --json-model-override-args '{\"is_matryoshka\": true}' to let it "
-            "truncate)"
-        )
+        text += " (start SGLang with --json-model-override-args '{\"is_matryoshka\": true}' to let it truncate)"
     return status_error_class(code)(text, status_code=code, url=url, body=body, server_message=message)
 
 

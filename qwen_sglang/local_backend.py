@@ -19,7 +19,6 @@ import asyncio
 import base64
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -102,8 +101,8 @@ def resolve_model_path(model: str) -> Path:
         raise ModelNotAvailableError(f"{model!r} is not a local directory and huggingface_hub is missing") from exc
     try:
         return Path(snapshot_download(model, local_files_only=True))
-    except Exception:
-        pass
+    except Exception as exc:
+        logger.debug("%s is not in the local hub cache (%s); trying a download", model, exc)
     try:
         return Path(snapshot_download(model, etag_timeout=10))
     except Exception as exc:
@@ -147,11 +146,14 @@ class ModelRunner:
         self.model = SentenceTransformer(str(path), device=self.config.device)
         self.model.eval()
         self.tokenizer = self.model.tokenizer
-        self.dim = int(self.model.get_embedding_dimension())
+        dim = self.model.get_embedding_dimension()
+        if not dim:
+            raise ModelNotAvailableError(f"{path} does not produce sentence embeddings (no pooling module)")
+        self.dim = int(dim)
         hf_config = getattr(self.model[0], "auto_model", None)
         hf_config = getattr(hf_config, "config", None)
         ctx = self.config.context_length or getattr(hf_config, "max_position_embeddings", None)
-        self.context_length = int(ctx or self.model.max_seq_length)
+        self.context_length = int(ctx or self.model.max_seq_length or 512)
         self.vocab_size = int(getattr(hf_config, "vocab_size", None) or len(self.tokenizer))
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
@@ -161,9 +163,7 @@ class ModelRunner:
         logger.info("model ready: %d-d, context %d tokens", self.dim, self.context_length)
 
     def tokenize(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
-        enc = self.tokenizer(
-            texts, add_special_tokens=add_special_tokens, truncation=False, verbose=False
-        )
+        enc = self.tokenizer(texts, add_special_tokens=add_special_tokens, truncation=False, verbose=False)
         return [list(ids) for ids in enc["input_ids"]]
 
     def embed_ids(self, batch: list[list[int]]) -> np.ndarray:
@@ -239,7 +239,7 @@ class ModelRunner:
                 offset += len(batch)
 
 
-class _BadRequest(Exception):
+class _BadRequestError(Exception):
     def __init__(self, message: str, status: int = 400, kind: str = "BadRequestError") -> None:
         super().__init__(message)
         self.status = status
@@ -249,32 +249,32 @@ class _BadRequest(Exception):
 def _parse_inputs(raw: Any) -> tuple[list[str | list[int]], bool]:
     """Normalise ``input`` like SGLang: str | list[str] | list[int] | list[list[int]]."""
     if raw is None:
-        raise _BadRequest("Input cannot be empty")
+        raise _BadRequestError("Input cannot be empty")
     if isinstance(raw, str):
         if not raw.strip():
-            raise _BadRequest("Input cannot be empty")
+            raise _BadRequestError("Input cannot be empty")
         return [raw], True
     if not isinstance(raw, list):
-        raise _BadRequest(f"Invalid input type: {type(raw).__name__}")
+        raise _BadRequestError(f"Invalid input type: {type(raw).__name__}")
     if not raw:
-        raise _BadRequest("Input cannot be empty")
+        raise _BadRequestError("Input cannot be empty")
     if all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
         return [list(raw)], False
     items: list[str | list[int]] = []
     for i, x in enumerate(raw):
         if isinstance(x, str):
             if not x.strip():
-                raise _BadRequest(f"Input at index {i} cannot be empty or whitespace only")
+                raise _BadRequestError(f"Input at index {i} cannot be empty or whitespace only")
             items.append(x)
         elif isinstance(x, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in x):
             if not x:
-                raise _BadRequest(f"Input at index {i} cannot be empty or whitespace only")
+                raise _BadRequestError(f"Input at index {i} cannot be empty or whitespace only")
             items.append(list(x))
         else:
-            raise _BadRequest(f"Input at index {i} has an invalid type: {type(x).__name__}")
+            raise _BadRequestError(f"Input at index {i} has an invalid type: {type(x).__name__}")
     kinds = {isinstance(x, str) for x in items}
     if len(kinds) > 1:
-        raise _BadRequest("Input cannot mix text and token ids")
+        raise _BadRequestError("Input cannot mix text and token ids")
     return items, isinstance(items[0], str)
 
 
@@ -290,9 +290,7 @@ def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) ->
     def not_ready() -> Any:
         if runner.failed is not None:
             return error(f"The model failed to load: {runner.failed}", 500, "InternalServerError")
-        return error(
-            "The server is still loading the model", 503, "ServiceUnavailableError", **{"Retry-After": "1"}
-        )
+        return error("The server is still loading the model", 503, "ServiceUnavailableError", **{"Retry-After": "1"})
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -305,28 +303,28 @@ def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) ->
 
     @app.middleware("http")
     async def auth(request: Request, call_next: Any) -> Any:
-        if config.api_key and not request.url.path.startswith("/health"):
-            if request.headers.get("authorization", "") != f"Bearer {config.api_key}":
-                return JSONResponse({"error": "Unauthorized"}, status_code=401)
+        needs_key = bool(config.api_key) and not request.url.path.startswith("/health")
+        if needs_key and request.headers.get("authorization", "") != f"Bearer {config.api_key}":
+            return JSONResponse({"error": "Unauthorized"}, status_code=401)
         return await call_next(request)
 
     async def body_of(request: Request) -> dict[str, Any]:
         raw = await request.body()
         if len(raw) > config.max_request_chars * 4 + 1024:
-            raise _BadRequest("Request body too large", 413, "RequestTooLargeError")
+            raise _BadRequestError("Request body too large", 413, "RequestTooLargeError")
         try:
             data = json.loads(raw)
         except ValueError:
-            raise _BadRequest("Request body is not valid JSON") from None
+            raise _BadRequestError("Request body is not valid JSON") from None
         if not isinstance(data, dict):
-            raise _BadRequest("Request body must be a JSON object")
+            raise _BadRequestError("Request body must be a JSON object")
         return data
 
     def model_name() -> str:
         return served or runner.model_path
 
-    @app.exception_handler(_BadRequest)
-    async def bad_request(request: Request, exc: _BadRequest) -> Any:
+    @app.exception_handler(_BadRequestError)
+    async def bad_request(request: Request, exc: _BadRequestError) -> Any:
         return error(str(exc), exc.status, exc.kind)
 
     @app.get("/health")
@@ -391,7 +389,7 @@ def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) ->
         single = isinstance(prompt, str)
         prompts = [prompt] if single else prompt
         if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-            raise _BadRequest("prompt must be a string or a list of strings")
+            raise _BadRequestError("prompt must be a string or a list of strings")
         add_special = bool(data.get("add_special_tokens", True))
         tokens = await run_in_threadpool(runner.tokenize, prompts, add_special)
         counts = [len(t) for t in tokens]
@@ -411,43 +409,43 @@ def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) ->
             return not_ready()
         items, is_text = _parse_inputs(data.get("input"))
         if len(items) > config.max_inputs_per_request:
-            raise _BadRequest(
+            raise _BadRequestError(
                 f"Too many inputs in one request: {len(items)} > {config.max_inputs_per_request}",
                 413,
                 "RequestTooLargeError",
             )
         if is_text and sum(len(x) for x in items) > config.max_request_chars:
-            raise _BadRequest(
+            raise _BadRequestError(
                 f"Request too large: more than {config.max_request_chars} characters",
                 413,
                 "RequestTooLargeError",
             )
         fmt = data.get("encoding_format") or "float"
         if fmt not in ("float", "base64"):
-            raise _BadRequest(f"Unsupported encoding_format {fmt!r}: use 'float' or 'base64'")
+            raise _BadRequestError(f"Unsupported encoding_format {fmt!r}: use 'float' or 'base64'")
         dims = data.get("dimensions")
         if dims is not None:
             if not config.matryoshka:
-                raise _BadRequest(
+                raise _BadRequestError(
                     f"Model '{runner.model_path}' does not support matryoshka representation, "
                     "changing output dimensions will lead to poor results."
                 )
             if isinstance(dims, bool) or not isinstance(dims, int):
-                raise _BadRequest("dimensions must be an integer")
+                raise _BadRequestError("dimensions must be an integer")
             if dims < 1:
-                raise _BadRequest("Requested dimensions must be greater than 0")
+                raise _BadRequestError("Requested dimensions must be greater than 0")
             if dims > runner.dim:
-                raise _BadRequest(f"Provided dimensions are greater than max embedding dimension: {runner.dim}")
+                raise _BadRequestError(f"Provided dimensions are greater than max embedding dimension: {runner.dim}")
         if is_text:
             ids_list = await run_in_threadpool(runner.tokenize, [str(x) for x in items], True)
         else:
             ids_list = [x for x in items if isinstance(x, list)]
             for ids in ids_list:
                 if min(ids) < 0 or max(ids) >= runner.vocab_size:
-                    raise _BadRequest(f"Token id out of range [0, {runner.vocab_size})")
+                    raise _BadRequestError(f"Token id out of range [0, {runner.vocab_size})")
         for ids in ids_list:
             if len(ids) > runner.context_length:
-                raise _BadRequest(
+                raise _BadRequestError(
                     f"The input ({len(ids)} tokens) is longer than the model's context length "
                     f"({runner.context_length} tokens)."
                 )
@@ -459,9 +457,7 @@ def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) ->
         data_out: list[dict[str, Any]] = []
         for i, vec in enumerate(vectors):
             emb: Any = (
-                base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
-                if fmt == "base64"
-                else vec.tolist()
+                base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii") if fmt == "base64" else vec.tolist()
             )
             data_out.append({"object": "embedding", "embedding": emb, "index": i})
         n_tokens = sum(len(ids) for ids in ids_list)

@@ -73,18 +73,38 @@ def probe_server(base_url: str, api_key: str | SecretStr | None = None, *, timeo
         try:
             health = http.get(root + "/health")
         except httpx.HTTPError as exc:
-            add(Check("reachable", "fail", f"no ({type(exc).__name__})",
-                      "start a server (qwen-sglang serve --model MODEL) or check the host and port"))
-            for name in ("healthy", "embedding model", "served model", "native width", "matryoshka",
-                         "base64", "context length", "version"):
+            add(
+                Check(
+                    "reachable",
+                    "fail",
+                    f"no ({type(exc).__name__})",
+                    "start a server (qwen-sglang serve --model MODEL) or check the host and port",
+                )
+            )
+            for name in (
+                "healthy",
+                "embedding model",
+                "served model",
+                "native width",
+                "matryoshka",
+                "base64",
+                "context length",
+                "version",
+            ):
                 add(Check(name, "skip", "not checked"))
             return report
         add(Check("reachable", "ok", "yes"))
         if health.status_code == 200:
             add(Check("healthy", "ok", "200 on /health"))
         else:
-            add(Check("healthy", "fail", f"{health.status_code} on /health",
-                      "the server is still loading or warming up: wait, then run doctor again"))
+            add(
+                Check(
+                    "healthy",
+                    "fail",
+                    f"{health.status_code} on /health",
+                    "the server is still loading or warming up: wait, then run doctor again",
+                )
+            )
 
         def get_json(*paths: str) -> Any:
             for path in paths:
@@ -103,8 +123,14 @@ def probe_server(base_url: str, api_key: str | SecretStr | None = None, *, timeo
 
         info = get_json("/model_info", "/get_model_info")
         if isinstance(info, dict) and info.get("__unauthorized__"):
-            add(Check("api key", "fail", "401 Unauthorized",
-                      "pass the server's --api-key (QWEN_SGLANG_API_KEY or --api-key)"))
+            add(
+                Check(
+                    "api key",
+                    "fail",
+                    "401 Unauthorized",
+                    "pass the server's --api-key (QWEN_SGLANG_API_KEY or --api-key)",
+                )
+            )
             return report
         if isinstance(info, dict):
             report.model_path = info.get("model_path")
@@ -138,16 +164,34 @@ def probe_server(base_url: str, api_key: str | SecretStr | None = None, *, timeo
         elif "is-embedding" in message or "is_embedding" in message:
             report.is_embedding = False
         if report.is_embedding is False:
-            add(Check("embedding model", "fail", "no: the model runs as a generation model",
-                      "restart SGLang with --is-embedding (qwen-sglang serve always passes it)"))
+            add(
+                Check(
+                    "embedding model",
+                    "fail",
+                    "no: the model runs as a generation model",
+                    "restart SGLang with --is-embedding (qwen-sglang serve always passes it)",
+                )
+            )
         elif report.is_embedding:
             add(Check("embedding model", "ok", "yes"))
         else:
             status = plain.status_code if plain is not None else "no answer"
-            add(Check("embedding model", "fail", f"/v1/embeddings failed ({status}: {message[:120]})",
-                      "check the server log; is base_url the embedding server?"))
-        add(Check("served model", "ok" if report.served_model_name else "warn",
-                  report.served_model_name or "unknown", "the server has no /v1/models"))
+            add(
+                Check(
+                    "embedding model",
+                    "fail",
+                    f"/v1/embeddings failed ({status}: {message[:120]})",
+                    "check the server log; is base_url the embedding server?",
+                )
+            )
+        add(
+            Check(
+                "served model",
+                "ok" if report.served_model_name else "warn",
+                report.served_model_name or "unknown",
+                "the server has no /v1/models",
+            )
+        )
         add(Check("native width", "ok" if report.native_dim else "skip", str(report.native_dim or "unknown")))
 
         if report.native_dim:
@@ -156,26 +200,49 @@ def probe_server(base_url: str, api_key: str | SecretStr | None = None, *, timeo
             if r is not None and r.status_code == 200:
                 width = len(r.json()["data"][0]["embedding"])
                 report.matryoshka = width == probe_dim
-                add(Check("matryoshka", "ok" if report.matryoshka else "warn",
-                          "enabled" if report.matryoshka else f"ignored (returned {width}-d)",
-                          "SGLang < 0.5.5 ignores dimensions: upgrade; the client truncates meanwhile"))
+                add(
+                    Check(
+                        "matryoshka",
+                        "ok" if report.matryoshka else "warn",
+                        "enabled" if report.matryoshka else f"ignored (returned {width}-d)",
+                        "SGLang < 0.5.5 ignores dimensions: upgrade; the client truncates meanwhile",
+                    )
+                )
             else:
                 report.matryoshka = False
-                add(Check("matryoshka", "warn", "disabled (dimensions rejected)",
-                          "start SGLang with --json-model-override-args '{\"is_matryoshka\": true}' "
-                          "(qwen-sglang serve does by default); the client truncates meanwhile"))
+                add(
+                    Check(
+                        "matryoshka",
+                        "warn",
+                        "disabled (dimensions rejected)",
+                        "start SGLang with --json-model-override-args '{\"is_matryoshka\": true}' "
+                        "(qwen-sglang serve does by default); the client truncates meanwhile",
+                    )
+                )
             r = embed({"input": ["probe"], "encoding_format": "base64"})
-            report.base64 = bool(r is not None and r.status_code == 200
-                                 and isinstance(r.json()["data"][0]["embedding"], str))
-            add(Check("base64", "ok" if report.base64 else "warn", "supported" if report.base64 else "not supported",
-                      "SGLang >= 0.5.17 answers base64 (smaller, faster); the client falls back to float"))
+            report.base64 = bool(
+                r is not None and r.status_code == 200 and isinstance(r.json()["data"][0]["embedding"], str)
+            )
+            add(
+                Check(
+                    "base64",
+                    "ok" if report.base64 else "warn",
+                    "supported" if report.base64 else "not supported",
+                    "SGLang >= 0.5.17 answers base64 (smaller, faster); the client falls back to float",
+                )
+            )
         else:
             add(Check("matryoshka", "skip", "not checked"))
             add(Check("base64", "skip", "not checked"))
 
-        add(Check("context length", "ok" if report.context_length else "warn",
-                  f"{report.context_length} tokens" if report.context_length else "unknown",
-                  "the server does not report max_model_len"))
+        add(
+            Check(
+                "context length",
+                "ok" if report.context_length else "warn",
+                f"{report.context_length} tokens" if report.context_length else "unknown",
+                "the server does not report max_model_len",
+            )
+        )
         server_info = get_json("/server_info", "/get_server_info")
         if isinstance(server_info, dict) and server_info.get("version"):
             report.version = str(server_info["version"])

@@ -101,7 +101,7 @@ def cuda_visible() -> bool:
     if smi is None:
         return False
     try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=False)  # noqa: S603
     except (OSError, subprocess.SubprocessError):
         return False
     return out.returncode == 0 and "GPU" in out.stdout
@@ -111,15 +111,22 @@ def _diagnose(log: str) -> str | None:
     """Recognise common start failures in a server log."""
     checks = [
         (r"address already in use|errno 98", "the port is already in use: pick another port or stop the other server"),
-        (r"no module named 'sglang'|no module named sglang", "sglang is not installed for this Python: pip install 'qwen-sglang[sglang]'"),
-        (r"out of memory|outofmemoryerror|cuda error: out of memory|not enough memory",
-         "the GPU ran out of memory: lower mem_fraction_static or context_length, or free the GPU"),
-        (r"does not exist|not a local folder|repository not found|repositorynotfound|no such file|"
-         r"is not a valid model identifier|modelnotavailable|could not be downloaded|holds no model",
-         "the model could not be found: check model_path (a local directory or a downloadable model id)"),
+        (r"no module named '?sglang", "sglang is not installed for this Python: pip install 'qwen-sglang[sglang]'"),
+        (
+            r"out of memory|outofmemoryerror|not enough memory",
+            "the GPU ran out of memory: lower mem_fraction_static or context_length, or free the GPU",
+        ),
+        (
+            r"does not exist|not a local folder|repository not found|repositorynotfound|no such file|"
+            r"is not a valid model identifier|modelnotavailable|could not be downloaded|holds no model",
+            "the model could not be found: check model_path (a local directory or a downloadable model id)",
+        ),
         (r"unrecognized arguments", "SGLang rejected a flag: see WRONG_FLAGS and extra_args"),
-        (r"no cuda gpus are available|found no nvidia driver|cuda driver", "no usable CUDA GPU: use the local backend on CPU"),
-    ]  # fmt: skip
+        (
+            r"no cuda gpus are available|found no nvidia driver|cuda driver",
+            "no usable CUDA GPU: use the local backend on CPU",
+        ),
+    ]
     lowered = log.lower()
     for pattern, meaning in checks:
         if re.search(pattern, lowered):
@@ -440,16 +447,17 @@ class SGLangServer(ManagedServer):
             env=env,
             extra_args=extra_args,
         )
-        for name, value in (("tp_size", tp_size), ("dp_size", dp_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+        for name, count in (("tp_size", tp_size), ("dp_size", dp_size)):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ConfigurationError(f"{name} must be an int >= 1, got {count!r}")
         if mem_fraction_static is not None and not 0 < mem_fraction_static < 1:
             raise ConfigurationError(f"mem_fraction_static must be in (0, 1), got {mem_fraction_static}")
-        for name, value in (
+        checked: tuple[tuple[str, int | None], ...] = (
             ("context_length", context_length),
             ("max_running_requests", max_running_requests),
             ("max_prefill_tokens", max_prefill_tokens),
-        ):
+        )
+        for name, value in checked:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
         if chunked_prefill_size is not None and (

@@ -61,8 +61,7 @@ def normalize_base_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigurationError(
-            f"base_url {url!r} is not an http(s) URL; expected something like "
-            "http://127.0.0.1:30000/v1"
+            f"base_url {url!r} is not an http(s) URL; expected something like http://127.0.0.1:30000/v1"
         )
     try:
         port = parts.port
@@ -81,15 +80,12 @@ def validate_dimensions(dimensions: Any, preset: ModelPreset | None, model: str)
     if dimensions is None:
         return None
     if isinstance(dimensions, bool) or not isinstance(dimensions, int):
-        raise ConfigurationError(
-            f"dimensions must be an int or None, not {type(dimensions).__name__} ({dimensions!r})"
-        )
+        raise ConfigurationError(f"dimensions must be an int or None, not {type(dimensions).__name__} ({dimensions!r})")
     if preset is not None:
         lo, hi = preset.dim_range
         if not lo <= dimensions <= hi:
             raise ConfigurationError(
-                f"dimensions={dimensions} is outside the Matryoshka range of {preset.name}: "
-                f"{lo}..{hi}"
+                f"dimensions={dimensions} is outside the Matryoshka range of {preset.name}: {lo}..{hi}"
             )
     elif dimensions < 1:
         raise ConfigurationError(f"dimensions must be at least 1, got {dimensions}")
@@ -201,8 +197,7 @@ class QwenSGLangSettings(BaseModel):
         validate_dimensions(self.dimensions, self.preset, self.model)
         if self.chunk_overlap >= self.chunk_tokens:
             raise ConfigurationError(
-                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens "
-                f"({self.chunk_tokens})"
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens ({self.chunk_tokens})"
             )
         return self
 

@@ -57,7 +57,9 @@ def minilm_dir() -> Path:
 def make_server(model: Path | str, **options: Any) -> ManagedServer:
     """A server of the backend under test (not started)."""
     if BACKEND == "sglang":
-        sglang_opts = {k: v for k, v in options.items() if k in ("api_key", "matryoshka", "served_model_name", "context_length")}
+        sglang_opts = {
+            k: v for k, v in options.items() if k in ("api_key", "matryoshka", "served_model_name", "context_length")
+        }
         return SGLangServer(
             model,
             attention_backend=os.environ.get("QWEN_SGLANG_TEST_ATTENTION", "triton"),

@@ -139,8 +139,7 @@ def build_qwen3_tokenizer(out_dir: str | os.PathLike[str], *, model_max_length: 
     ``<|endoftext|>`` like Qwen3-Embedding's tokenizer, so ``"test"`` encodes to
     ``[1944, 151643]``.
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
-    from tokenizers import pre_tokenizers, processors
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -250,7 +249,7 @@ def build_qwen3_embedding_model(
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=out.parent))
     try:
         torch.manual_seed(seed)
-        config = Qwen3Config(
+        config = Qwen3Config(  # type: ignore[call-arg,unused-ignore]
             vocab_size=_VOCAB_SIZE,
             hidden_size=spec.hidden_size,
             intermediate_size=spec.intermediate_size,

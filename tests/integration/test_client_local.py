@@ -80,8 +80,9 @@ def test_dimensions_64_are_the_renormalised_prefix(server: ManagedServer, use_as
 
 
 @both
-def test_dimensions_fallback_against_a_server_without_matryoshka(server: ManagedServer, server_no_mrl: ManagedServer,
-                                                                  use_async: bool) -> None:
+def test_dimensions_fallback_against_a_server_without_matryoshka(
+    server: ManagedServer, server_no_mrl: ManagedServer, use_async: bool
+) -> None:
     with pytest.raises(httpx.HTTPStatusError):
         raw_embed(server_no_mrl, ["x"], dimensions=64)
     client = client_for(server_no_mrl, dimensions=64, batch_size=2)
@@ -149,8 +150,13 @@ def test_server_answers_sglang_errors(server: ManagedServer) -> None:
 
     r = post({"input": ["hello", ""]})
     assert r.status_code == 400
-    assert r.json() == {"object": "error", "message": "Input at index 1 cannot be empty or whitespace only",
-                        "type": "BadRequestError", "param": None, "code": 400}
+    assert r.json() == {
+        "object": "error",
+        "message": "Input at index 1 cannot be empty or whitespace only",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    }
     assert post({"input": []}).json()["message"] == "Input cannot be empty"
     assert post({"input": "x", "dimensions": 0}).json()["message"] == "Requested dimensions must be greater than 0"
     assert "greater than max embedding dimension: 128" in post({"input": "x", "dimensions": 999}).json()["message"]

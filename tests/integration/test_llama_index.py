@@ -44,7 +44,9 @@ def test_vector_store_index_over_chroma_answers_from_the_right_node(
     store = ChromaVectorStore(chroma_collection=collection)
     docs = [Document(text=text, doc_id=key, metadata={"key": key}) for key, text in FACTS.items()]
     index = VectorStoreIndex.from_documents(
-        docs, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=embed_model,
+        docs,
+        storage_context=StorageContext.from_defaults(vector_store=store),
+        embed_model=embed_model,
         use_async=use_async,
     )
     assert collection.count() == len(FACTS)
@@ -55,8 +57,7 @@ def test_vector_store_index_over_chroma_answers_from_the_right_node(
 
 
 def test_batch_and_single_paths_agree_with_the_core(server: ManagedServer) -> None:
-    emb = QwenSGLangEmbedding(base_url=server.base_url, model="Qwen3-Embedding-test", embed_batch_size=3,
-                              batch_size=2)
+    emb = QwenSGLangEmbedding(base_url=server.base_url, model="Qwen3-Embedding-test", embed_batch_size=3, batch_size=2)
     texts = [f"node {i}" for i in range(7)]
     batch = np.array(emb.get_text_embedding_batch(texts))
     core = np.array(emb.client.embed_documents(texts))

@@ -109,9 +109,21 @@ def test_ctrl_c_on_the_cli_leaves_nothing_behind(qwen_model_dir: Path, tmp_path:
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qwen_sglang", "serve", "--backend", "local", "--model", str(qwen_model_dir),
-         "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "qwen_sglang",
+            "serve",
+            "--backend",
+            "local",
+            "--model",
+            str(qwen_model_dir),
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -135,15 +147,25 @@ def test_ctrl_c_on_the_cli_leaves_nothing_behind(qwen_model_dir: Path, tmp_path:
 
 
 def run_doctor(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qwen_sglang", "doctor", *args],
-                          capture_output=True, text=True, check=False, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "qwen_sglang", "doctor", *args], capture_output=True, text=True, check=False, timeout=120
+    )
 
 
 def test_doctor_on_a_healthy_server(server: ManagedServer) -> None:
     out = run_doctor("--base-url", server.base_url)
     assert out.returncode == 0, out.stdout + out.stderr
-    for row in ("reachable", "healthy", "embedding model", "served model", "native width", "matryoshka",
-                "base64", "context length", "version"):
+    for row in (
+        "reachable",
+        "healthy",
+        "embedding model",
+        "served model",
+        "native width",
+        "matryoshka",
+        "base64",
+        "context length",
+        "version",
+    ):
         assert row in out.stdout
     assert "128" in out.stdout and "enabled" in out.stdout and "all checks passed" in out.stdout
     report = json.loads(run_doctor("--base-url", server.base_url, "--json").stdout)

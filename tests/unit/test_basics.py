@@ -33,8 +33,13 @@ def test_task_presets_resolve() -> None:
 
 @pytest.mark.parametrize(
     ("name", "dim"),
-    [("Qwen/Qwen3-Embedding-0.6B", 1024), ("Qwen/Qwen3-Embedding-4B", 2560), ("Qwen/Qwen3-Embedding-8B", 4096),
-     ("/models/Qwen3-Embedding-4B/", 2560), ("qwen3-embedding-8b", 4096)],
+    [
+        ("Qwen/Qwen3-Embedding-0.6B", 1024),
+        ("Qwen/Qwen3-Embedding-4B", 2560),
+        ("Qwen/Qwen3-Embedding-8B", 4096),
+        ("/models/Qwen3-Embedding-4B/", 2560),
+        ("qwen3-embedding-8b", 4096),
+    ],
 )
 def test_presets(name: str, dim: int) -> None:
     preset = find_preset(name)

@@ -34,7 +34,9 @@ def client_factory(sent: list[httpx.Request]) -> Any:
     def make(**kw: Any) -> EmbeddingClient:
         t = httpx.MockTransport(handler)
         kw.setdefault("model", "Qwen/Qwen3-Embedding-0.6B")
-        return EmbeddingClient(http_client=httpx.Client(transport=t), http_async_client=httpx.AsyncClient(transport=t), **kw)
+        return EmbeddingClient(
+            http_client=httpx.Client(transport=t), http_async_client=httpx.AsyncClient(transport=t), **kw
+        )
 
     return make
 
@@ -54,8 +56,15 @@ BAD_TEXTS: list[tuple[str, Any, type[Exception], str]] = [
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize(("case", "texts", "error", "match"), BAD_TEXTS, ids=[c[0] for c in BAD_TEXTS])
-def test_bad_texts_fail_before_any_request(client_factory: Any, sent: list[httpx.Request], case: str, texts: Any,
-                                           error: type[Exception], match: str, use_async: bool) -> None:
+def test_bad_texts_fail_before_any_request(
+    client_factory: Any,
+    sent: list[httpx.Request],
+    case: str,
+    texts: Any,
+    error: type[Exception],
+    match: str,
+    use_async: bool,
+) -> None:
     client = client_factory()
     with pytest.raises(error, match=match):
         if use_async:
@@ -89,9 +98,19 @@ def test_zero_and_skip_policies_send_no_empty_text(client_factory: Any, sent: li
 
 @pytest.mark.parametrize(
     ("dims", "match"),
-    [(0, "32..1024"), (16, "32..1024"), (31, "32..1024"), (1025, "32..1024"), (64.0, "int"), ("64", "int"), (True, "int")],
+    [
+        (0, "32..1024"),
+        (16, "32..1024"),
+        (31, "32..1024"),
+        (1025, "32..1024"),
+        (64.0, "int"),
+        ("64", "int"),
+        (True, "int"),
+    ],
 )
-def test_dimensions_outside_range_or_wrong_type(client_factory: Any, sent: list[httpx.Request], dims: Any, match: str) -> None:
+def test_dimensions_outside_range_or_wrong_type(
+    client_factory: Any, sent: list[httpx.Request], dims: Any, match: str
+) -> None:
     with pytest.raises((ValidationError, ConfigurationError), match=match):
         QwenSGLangSettings(model="Qwen/Qwen3-Embedding-0.6B", dimensions=dims)
     client = client_factory()
@@ -116,8 +135,13 @@ def test_non_positive_knobs_rejected(field: str, value: int) -> None:
 
 @pytest.mark.parametrize(
     ("url", "match"),
-    [("localhost:30000", "not an http"), ("ftp://h/v1", "not an http"), ("http://", "not an http"),
-     ("http://h:99999/v1", "invalid port"), ("", "non-empty")],
+    [
+        ("localhost:30000", "not an http"),
+        ("ftp://h/v1", "not an http"),
+        ("http://", "not an http"),
+        ("http://h:99999/v1", "invalid port"),
+        ("", "non-empty"),
+    ],
 )
 def test_malformed_base_url(url: str, match: str) -> None:
     with pytest.raises(ValidationError, match=match):
@@ -131,8 +155,11 @@ def test_base_url_normalisation() -> None:
 
 
 def test_settings_from_environment() -> None:
-    env = {"QWEN_SGLANG_BASE_URL": "http://env-host:1234", "QWEN_SGLANG_API_KEY": "env-key",
-           "QWEN_SGLANG_MODEL": "Qwen/Qwen3-Embedding-8B"}
+    env = {
+        "QWEN_SGLANG_BASE_URL": "http://env-host:1234",
+        "QWEN_SGLANG_API_KEY": "env-key",
+        "QWEN_SGLANG_MODEL": "Qwen/Qwen3-Embedding-8B",
+    }
     with mock.patch.dict(os.environ, env):
         s = QwenSGLangSettings()
     assert s.base_url == "http://env-host:1234/v1"

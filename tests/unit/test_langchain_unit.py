@@ -23,8 +23,11 @@ class TestQwenSGLangEmbeddingsStandard(EmbeddingsUnitTests):
     @property
     def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
         return (
-            {"QWEN_SGLANG_BASE_URL": "http://gpu-box:30000/v1", "QWEN_SGLANG_API_KEY": "env-secret",
-             "QWEN_SGLANG_MODEL": "Qwen/Qwen3-Embedding-8B"},
+            {
+                "QWEN_SGLANG_BASE_URL": "http://gpu-box:30000/v1",
+                "QWEN_SGLANG_API_KEY": "env-secret",
+                "QWEN_SGLANG_MODEL": "Qwen/Qwen3-Embedding-8B",
+            },
             {},
             {"base_url": "http://gpu-box:30000/v1", "api_key": "env-secret", "model": "Qwen/Qwen3-Embedding-8B"},
         )

@@ -49,7 +49,9 @@ def vec(seed: int, dim: int = 8) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def ok_body(n: int, dim: int = 8, *, b64: bool = False, order: list[int] | None = None, seed0: int = 0) -> dict[str, Any]:
+def ok_body(
+    n: int, dim: int = 8, *, b64: bool = False, order: list[int] | None = None, seed0: int = 0
+) -> dict[str, Any]:
     data = []
     for i in order if order is not None else range(n):
         v = vec(seed0 + i, dim)
@@ -183,7 +185,10 @@ def test_generation_model_400_says_how_to_fix(use_async: bool) -> None:
 def test_matryoshka_400_falls_back_to_client_truncation_once(use_async: bool) -> None:
     def handler(request: httpx.Request, payload: dict[str, Any]) -> httpx.Response:
         if "dimensions" in payload:
-            return error(400, "Model 'm' does not support matryoshka representation, changing output dimensions will lead to poor results.")
+            return error(
+                400,
+                "Model 'm' does not support matryoshka representation, changing output dimensions will lead to poor results.",
+            )
         return httpx.Response(200, json=ok_body(len(payload["input"]), dim=64))
 
     rec = Recorder(handler)
@@ -253,7 +258,9 @@ def test_answers_out_of_order_are_put_back_in_order(use_async: bool) -> None:
 
 MALFORMED: dict[str, Callable[[int], Any]] = {
     "fewer vectors": lambda n: ok_body(n - 1),
-    "wrong width": lambda n: {"data": [{"embedding": vec(0, 8).tolist(), "index": 0}, {"embedding": vec(1, 9).tolist(), "index": 1}]},
+    "wrong width": lambda n: {
+        "data": [{"embedding": vec(0, 8).tolist(), "index": 0}, {"embedding": vec(1, 9).tolist(), "index": 1}]
+    },
     "nan": lambda n: {"data": [{"embedding": [float("nan")] * 8, "index": i} for i in range(n)]},
     "duplicate index": lambda n: ok_body(n, order=[0, 0]),
     "index out of range": lambda n: ok_body(n, order=[0, 5]),

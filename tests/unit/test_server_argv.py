@@ -60,8 +60,9 @@ def test_each_option_maps_to_its_flag(name: str, value: Any, flag: str, expected
 
 
 def test_boolean_flags_and_extra_args() -> None:
-    argv = argv_of(allow_auto_truncate=True, disable_radix_cache=True, matryoshka=False,
-                   extra_args=["--skip-server-warmup"])
+    argv = argv_of(
+        allow_auto_truncate=True, disable_radix_cache=True, matryoshka=False, extra_args=["--skip-server-warmup"]
+    )
     assert "--allow-auto-truncate" in argv and "--disable-radix-cache" in argv
     assert "--json-model-override-args" not in argv
     assert argv[-1] == "--skip-server-warmup"
@@ -76,11 +77,19 @@ def test_wrong_flags_are_refused_with_advice(wrong: str) -> None:
 
 
 BAD = [
-    ({"port": 0}, "port"), ({"port": 70000}, "port"), ({"port": "30000"}, "port"),
-    ({"mem_fraction_static": 0.0}, "mem_fraction_static"), ({"mem_fraction_static": 1.0}, "mem_fraction_static"),
-    ({"tp_size": 0}, "tp_size"), ({"dp_size": -1}, "dp_size"), ({"tp_size": 1.5}, "tp_size"),
-    ({"context_length": 0}, "context_length"), ({"chunked_prefill_size": 0}, "chunked_prefill_size"),
-    ({"device": "tpu"}, "device"), ({"extra_args": "--foo bar"}, "sequence"), ({"startup_timeout": 0}, "startup_timeout"),
+    ({"port": 0}, "port"),
+    ({"port": 70000}, "port"),
+    ({"port": "30000"}, "port"),
+    ({"mem_fraction_static": 0.0}, "mem_fraction_static"),
+    ({"mem_fraction_static": 1.0}, "mem_fraction_static"),
+    ({"tp_size": 0}, "tp_size"),
+    ({"dp_size": -1}, "dp_size"),
+    ({"tp_size": 1.5}, "tp_size"),
+    ({"context_length": 0}, "context_length"),
+    ({"chunked_prefill_size": 0}, "chunked_prefill_size"),
+    ({"device": "tpu"}, "device"),
+    ({"extra_args": "--foo bar"}, "sequence"),
+    ({"startup_timeout": 0}, "startup_timeout"),
 ]
 
 
@@ -106,10 +115,30 @@ def test_local_backend_argv() -> None:
 
 def test_cli_dry_run_prints_the_sglang_command_with_key_masked() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "qwen_sglang", "serve", "--backend", "sglang", "--model", "/models/Qwen3-Embedding-4B",
-         "--port", "31000", "--mem-fraction-static", "0.3", "--attention-backend", "triton", "--api-key", "sk-abc-123",
-         "--dry-run", "--", "--skip-server-warmup"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "qwen_sglang",
+            "serve",
+            "--backend",
+            "sglang",
+            "--model",
+            "/models/Qwen3-Embedding-4B",
+            "--port",
+            "31000",
+            "--mem-fraction-static",
+            "0.3",
+            "--attention-backend",
+            "triton",
+            "--api-key",
+            "sk-abc-123",
+            "--dry-run",
+            "--",
+            "--skip-server-warmup",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     line = out.stdout.strip().splitlines()[-1]
@@ -119,15 +148,20 @@ def test_cli_dry_run_prints_the_sglang_command_with_key_masked() -> None:
 
 def test_cli_help_for_every_command() -> None:
     for command in ([], ["serve"], ["embed"], ["doctor"]):
-        out = subprocess.run([sys.executable, "-m", "qwen_sglang", *command, "--help"],
-                             capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            [sys.executable, "-m", "qwen_sglang", *command, "--help"], capture_output=True, text=True, check=False
+        )
         assert out.returncode == 0 and "usage: qwen-sglang" in out.stdout
 
 
 def test_cli_errors_are_one_line_without_traceback() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "qwen_sglang", "embed", "--base-url", "http://127.0.0.1:9/v1", "hello"],
-        capture_output=True, text=True, check=False, timeout=120, env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 1
     assert out.stderr.startswith("error: could not connect to the embedding server at http://127.0.0.1:9/v1")
