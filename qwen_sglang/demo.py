@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from qwen_sglang.errors import ModelNotAvailableError
 
@@ -53,16 +53,19 @@ def load_corpus() -> list[dict[str, str]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+Backend = Literal["auto", "sglang", "local"]
+
+
 @dataclass
 class ModelChoice:
     model: str
-    backend: str
+    backend: Backend
     served_name: str | None
     query_instruction: bool
     note: str | None = None
 
 
-def pick_model(model: str | None, backend: str) -> ModelChoice:
+def pick_model(model: str | None, backend: Backend) -> ModelChoice:
     """The model to serve: the requested/default Qwen3 model, or the stated PyPI fallback."""
     from qwen_sglang.local_backend import resolve_model_path
     from qwen_sglang.server import cuda_visible, sglang_available
@@ -95,7 +98,7 @@ def _format_docs(docs: Sequence[Any]) -> str:
 def run_demo(
     *,
     model: str | None = None,
-    backend: str = "auto",
+    backend: Backend = "auto",
     persist_dir: str | None = None,
     questions: Sequence[str] | None = None,
     llm_base_url: str | None = None,
