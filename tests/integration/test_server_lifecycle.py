@@ -45,9 +45,11 @@ def test_start_ready_embed_stop_leaves_nothing(qwen_model_dir: Path) -> None:
         pgid = os.getpgid(pid)
         assert pgid == pid  # its own process group
         assert httpx.get(srv.root_url + "/health").status_code == 200
-        from langchain_qwen_sglang import QwenSGLangEmbeddings
+        from qwen_sglang import EmbeddingClient
 
-        assert len(QwenSGLangEmbeddings(server=srv).embed_query("hi")) == 128
+        client = EmbeddingClient(server=srv)  # URL, key and model name from the server
+        assert client.base_url == srv.base_url
+        assert len(client.embed_query("hi")) == 128
         assert srv.log_path is not None and srv.log_path.exists()
     assert not srv.is_running()
     assert wait_gone(pgid)
