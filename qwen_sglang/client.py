@@ -655,6 +655,9 @@ class EmbeddingClient:
                     continue
                 raise
             vectors, tokens = _parse_embeddings(body, len(batch), self.base_url + "/embeddings")
+            # SGLang returns bf16-rounded values whose norms are off by up to ~0.3%: restore unit
+            # length in float32 (direction unchanged) so dot-product stores see true cosines.
+            _normalize(vectors)
             with st.lock:
                 st.prompt_tokens += tokens
                 st.requests += 1

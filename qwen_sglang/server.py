@@ -48,6 +48,7 @@ __all__ = [
     "LocalEmbeddingServer",
     "ManagedServer",
     "SGLangServer",
+    "MAX_SGLANG_PORT",
     "WRONG_FLAGS",
     "cuda_visible",
     "free_port",
@@ -72,12 +73,24 @@ WRONG_FLAGS: dict[str, str] = {
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now."""
+#: SGLang derives a gRPC port as ``port + 10000`` and refuses to start when that exceeds 65535
+#: (seen with 0.5.15: "SGLANG_GRPC_PORT (67049) must be between 1 and 65535").
+MAX_SGLANG_PORT = 55535
+
+
+def free_port(host: str = "127.0.0.1", *, max_port: int = 65535) -> int:
+    """A TCP port that is free on ``host`` right now (and not above ``max_port``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    for _ in range(200):
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port <= max_port:
+            return port
+    for port in range(20000, max_port):  # pragma: no cover - the OS kept giving high ports
+        if not _port_in_use(host, port):
+            return port
+    raise ServerStartError(f"no free port at or below {max_port} on {host}")  # pragma: no cover
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -202,10 +215,13 @@ class ManagedServer:
         """Checks that need no process (model directory, options)."""
 
     # ------------------------------------------------------------------ properties
+    #: Highest port this backend can use (SGLang needs room for its derived ports).
+    max_port = 65535
+
     @property
     def port(self) -> int:
         if self._port is None:
-            self._port = free_port(self.host)
+            self._port = free_port(self.host, max_port=self.max_port)
         return self._port
 
     @property
@@ -408,6 +424,7 @@ class SGLangServer(ManagedServer):
     """
 
     backend = "sglang"
+    max_port = MAX_SGLANG_PORT
 
     def __init__(
         self,
@@ -447,6 +464,10 @@ class SGLangServer(ManagedServer):
             env=env,
             extra_args=extra_args,
         )
+        if port is not None and port > MAX_SGLANG_PORT:
+            raise ConfigurationError(
+                f"port must be at most {MAX_SGLANG_PORT} for SGLang, which also opens port + 10000; got {port}"
+            )
         for name, count in (("tp_size", tp_size), ("dp_size", dp_size)):
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise ConfigurationError(f"{name} must be an int >= 1, got {count!r}")

@@ -166,3 +166,10 @@ def test_cli_errors_are_one_line_without_traceback() -> None:
     assert out.returncode == 1
     assert out.stderr.startswith("error: could not connect to the embedding server at http://127.0.0.1:9/v1")
     assert "Traceback" not in out.stderr
+
+
+def test_auto_picked_sglang_ports_leave_room_for_the_derived_grpc_port() -> None:
+    from qwen_sglang.server import MAX_SGLANG_PORT
+
+    for _ in range(20):
+        assert SGLangServer("/m").port <= MAX_SGLANG_PORT
