@@ -147,6 +147,21 @@ def _diagnose(log: str) -> str | None:
     return None
 
 
+def _pump_output(stream: Any, log_file: Any, secrets: list[bytes]) -> None:
+    """Copy a child's output to its log file line by line, masking secrets."""
+    try:
+        for line in iter(stream.readline, b""):
+            for secret in secrets:
+                line = line.replace(secret, b"***")
+            log_file.write(line)
+            log_file.flush()
+    except (OSError, ValueError):  # the log file was closed under us
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            stream.close()
+
+
 _RUNNING: weakref.WeakSet[ManagedServer] = weakref.WeakSet()
 
 
@@ -202,6 +217,7 @@ class ManagedServer:
         self._log_path = Path(log_path) if log_path is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
+        self._pump: threading.Thread | None = None
         self._lock = threading.Lock()
         if host not in _LOCAL_HOSTS and self.api_key is None:
             logger.warning("binding %s without an api_key: anyone who can reach it can use the server", host)
@@ -262,6 +278,9 @@ class ManagedServer:
             data = fh.read().decode("utf-8", "replace")
         return "\n".join(data.splitlines()[-lines:])
 
+    def _secrets(self) -> list[bytes]:
+        return [self.api_key.get_secret_value().encode()] if self.api_key is not None else []
+
     def display_command(self) -> str:
         """The command as a copy-pasteable line, with the API key masked."""
         argv = self.command()
@@ -294,7 +313,7 @@ class ManagedServer:
                 self._proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
                     argv,
                     stdin=subprocess.DEVNULL,
-                    stdout=self._log_file,
+                    stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,
@@ -302,6 +321,15 @@ class ManagedServer:
             except OSError as exc:
                 self._log_file.close()
                 raise ServerStartError(f"could not start {argv[0]}: {exc}") from exc
+            # SGLang prints its server arguments, API key included: the output reaches the log
+            # file only through this pump, which masks the key.
+            self._pump = threading.Thread(
+                target=_pump_output,
+                args=(self._proc.stdout, self._log_file, self._secrets()),
+                name=f"qwen-sglang-{self.backend}-log",
+                daemon=True,
+            )
+            self._pump.start()
             _RUNNING.add(self)
         if wait:
             try:
@@ -369,6 +397,9 @@ class ManagedServer:
                 self._signal_group(proc, pgid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=10)
+            if self._pump is not None:
+                self._pump.join(timeout=10)
+                self._pump = None
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None

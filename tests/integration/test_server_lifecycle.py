@@ -198,3 +198,25 @@ def test_attach_reports_capabilities_without_owning_the_process(server: ManagedS
         assert report.base64 is (major_minor_patch >= (0, 5, 17))
     assert report.context_length and report.context_length > 1000
     assert server.is_running()
+
+
+class _Chatty(ManagedServer):
+    """A child that prints its arguments (as SGLang does, API key included) and exits."""
+
+    backend = "chatty"
+
+    def command(self) -> list[str]:
+        key = self.api_key.get_secret_value() if self.api_key else ""
+        return [sys.executable, "-c", f"print('server_args: api_key={key!r} port={self.port}'); raise SystemExit(3)"]
+
+
+def test_api_key_printed_by_the_child_is_masked_in_the_log() -> None:
+    srv = _Chatty("/m", api_key="sk-printed-by-child-31337", startup_timeout=30)
+    with pytest.raises(ServerStartError) as info:
+        srv.start()
+    assert info.value.returncode == 3
+    assert "api_key='***'" in info.value.log_tail
+    assert srv.log_path is not None
+    text = srv.log_path.read_text()
+    assert "server_args" in text and "sk-printed-by-child-31337" not in text
+    assert "sk-printed-by-child-31337" not in str(info.value)
