@@ -207,7 +207,8 @@ class _Chatty(ManagedServer):
 
     def command(self) -> list[str]:
         key = self.api_key.get_secret_value() if self.api_key else ""
-        return [sys.executable, "-c", f"print('server_args: api_key={key!r} port={self.port}'); raise SystemExit(3)"]
+        script = "import sys; print('server_args: api_key=%r' % sys.argv[1]); raise SystemExit(3)"
+        return [sys.executable, "-c", script, key]
 
 
 def test_api_key_printed_by_the_child_is_masked_in_the_log() -> None:
