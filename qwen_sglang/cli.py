@@ -1,4 +1,4 @@
-"""The ``qwen-sglang`` command line: serve, embed, doctor, demo."""
+"""The ``qwen-sglang`` command line: serve, embed, doctor, ingest, demo."""
 
 from __future__ import annotations
 
@@ -124,6 +124,30 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print the report as JSON")
     d.add_argument("--timeout", type=float, default=10.0, help="seconds per probe")
 
+    # ---------------------------------------------------------------- ingest
+    i = sub.add_parser(
+        "ingest",
+        help="embed files into a Chroma collection (streaming, resumable, idempotent)",
+        description="Read .txt/.md files and .jsonl records ({id, text, metadata}), directories "
+        "recursively; chunk, embed and write them to an embedded Chroma collection. A rerun skips "
+        "what is stored, a changed file replaces its chunks, bad inputs are reported with file and line.",
+    )
+    _add_client_args(i)
+    i.add_argument("paths", nargs="+", help="files or directories")
+    i.add_argument("--collection", required=True, help="Chroma collection name")
+    i.add_argument("--persist-dir", required=True, help="Chroma directory")
+    i.add_argument("--dimensions", type=int, default=None, help="Matryoshka output width")
+    i.add_argument("--chunk-chars", type=int, default=2000, help="largest chunk, in characters (default 2000)")
+    i.add_argument("--batch", type=int, default=256, help="chunks per write batch (default 256)")
+    i.add_argument("--max-concurrency", type=int, default=8, help="embedding requests in flight (default 8)")
+    i.add_argument(
+        "--on-error",
+        choices=["report", "fail"],
+        default="report",
+        help="bad inputs: report and skip them (default), or stop the run",
+    )
+    i.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     # ---------------------------------------------------------------- demo
     m = sub.add_parser(
         "demo",
@@ -142,6 +166,30 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--llm-model", default="default", help="chat model name for --llm-base-url")
     m.add_argument("-k", type=int, default=3, help="passages retrieved per question")
     return parser
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from qwen_sglang.client import EmbeddingClient
+    from qwen_sglang.ingest import ingest
+
+    kwargs = _client_kwargs(args) | {"max_concurrency": args.max_concurrency}
+    if args.dimensions is not None:
+        kwargs["dimensions"] = args.dimensions
+    with EmbeddingClient(**kwargs) as client:
+        report = ingest(
+            args.paths,
+            client=client,
+            persist_dir=args.persist_dir,
+            collection_name=args.collection,
+            max_chars=args.chunk_chars,
+            batch_size=args.batch,
+            on_error=args.on_error,
+            show_progress=not args.no_progress,
+        )
+    for problem in report.problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    print(report.summary())
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -297,7 +345,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"serve": _cmd_serve, "embed": _cmd_embed, "doctor": _cmd_doctor, "demo": _cmd_demo}
+    handlers = {
+        "serve": _cmd_serve,
+        "embed": _cmd_embed,
+        "doctor": _cmd_doctor,
+        "ingest": _cmd_ingest,
+        "demo": _cmd_demo,
+    }
     handler = handlers[args.command]
     try:
         code: int = handler(args)
