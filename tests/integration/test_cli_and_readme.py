@@ -1,0 +1,98 @@
+"""The `embed` command, the README's framework snippets, and the SGLang-only checks."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from qwen_sglang import EmbeddingClient
+from qwen_sglang.server import ManagedServer, SGLangServer
+from tests.conftest import REPO, TOL
+
+
+def run_embed(server: ManagedServer, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "qwen_sglang",
+        "embed",
+        "--base-url",
+        server.base_url,
+        "--model",
+        "Qwen3-Embedding-test",
+    ]
+    return subprocess.run([*cmd, *args], input=stdin, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_embed_command_writes_json_lines(server: ManagedServer) -> None:
+    client = EmbeddingClient(base_url=server.base_url, model="Qwen3-Embedding-test")
+    out = run_embed(server, "first text", "second text")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["index"] for r in rows] == [0, 1]
+    np.testing.assert_allclose(
+        [r["embedding"] for r in rows], client.embed_documents(["first text", "second text"]), atol=TOL
+    )
+
+    q = run_embed(server, "--query", "--dimensions", "64", stdin="what is this?\n")
+    vec = json.loads(q.stdout.splitlines()[0])["embedding"]
+    assert len(vec) == 64
+    np.testing.assert_allclose(vec, client.embed_query("what is this?", dimensions=64), atol=TOL)
+
+    bad = run_embed(server, "ok", "   ")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: text at index 1 is empty")
+
+
+def python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, flags=re.S)
+
+
+@pytest.mark.parametrize("which", ["langchain", "llama_index"])
+def test_readme_framework_snippets_run(
+    which: str,
+    server: ManagedServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    blocks = [
+        b
+        for b in python_blocks((REPO / "README.md").read_text())
+        if f"from {which}_qwen_sglang import" in b and "launch_server" not in b
+    ]
+    assert len(blocks) == 1
+    # the README's server URL, model and width, pointed at the test server and model
+    code = (
+        blocks[0]
+        .replace("http://127.0.0.1:30000/v1", server.base_url)
+        .replace('"Qwen/Qwen3-Embedding-4B"', '"Qwen3-Embedding-test"')
+        .replace("dimensions=1024", "dimensions=64")
+    )
+    assert code != blocks[0]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, f"README.md[{which}]", "exec"), namespace)
+    printed = capsys.readouterr().out
+    # a stored document came back (which one is semantics, which a random-weight model lacks)
+    assert "SGLang serves Qwen3-Embedding." in printed or "Chroma stores the vectors." in printed
+
+
+@pytest.mark.gpu
+def test_sglang_server_serves_with_the_flags_it_should(qwen_model_dir: Path) -> None:
+    with SGLangServer(
+        qwen_model_dir,
+        dtype="bfloat16",
+        attention_backend="triton",
+        mem_fraction_static=0.3,
+        extra_args=["--disable-cuda-graph"],
+    ) as srv:
+        argv = srv.command()
+        assert "--is-embedding" in argv and "--json-model-override-args" in argv
+        assert len(EmbeddingClient(server=srv).embed_query("hello", dimensions=64)) == 64
