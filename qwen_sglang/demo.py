@@ -15,17 +15,19 @@ Needs the ``all`` extra: ``pip install 'qwen-sglang[all]'``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from qwen_sglang.errors import ModelNotAvailableError
+from qwen_sglang.server import ManagedServer
 
-__all__ = ["DEMO_QUESTIONS", "DemoAnswer", "load_corpus", "pick_model", "run_demo"]
+__all__ = ["DEMO_QUESTIONS", "DemoAnswer", "demo_server", "load_corpus", "pick_model", "run_demo"]
 
 #: The demo's questions and the corpus passage that answers each.
 DEMO_QUESTIONS: list[tuple[str, str]] = [
@@ -91,6 +93,25 @@ def pick_model(model: str | None, backend: Backend) -> ModelChoice:
         return ModelChoice(str(minilm_model_path()), "local", FALLBACK_MODEL, False, note)
 
 
+@contextlib.contextmanager
+def demo_server(
+    model: str | None = None, backend: Backend = "auto", out: Callable[[str], None] = print
+) -> Iterator[tuple[ManagedServer, str | None]]:
+    """Start the demo's managed server; yield it and the query instruction to use.
+
+    The instruction is Qwen3's retrieval task, or ``None`` for the stated MiniLM fallback.
+    """
+    from qwen_sglang.server import launch_server
+
+    choice = pick_model(model, backend)
+    if choice.note:
+        out(choice.note)
+    out(f"Starting the {choice.backend} backend with {choice.served_name or choice.model} ...")
+    with launch_server(choice.model, backend=choice.backend, served_model_name=choice.served_name) as server:
+        out(f"Embedding server ready at {server.base_url}")
+        yield server, ("retrieval" if choice.query_instruction else None)
+
+
 def _format_docs(docs: Sequence[Any]) -> str:
     return "\n\n".join(f"[{d.metadata['id']}] {d.page_content}" for d in docs)
 
@@ -114,18 +135,10 @@ def run_demo(
     from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 
     from langchain_qwen_sglang import QwenSGLangEmbeddings
-    from qwen_sglang.server import launch_server
 
-    choice = pick_model(model, backend)
-    if choice.note:
-        out(choice.note)
-    out(f"Starting the {choice.backend} backend with {choice.served_name or choice.model} ...")
     corpus = load_corpus()
-    with launch_server(choice.model, backend=choice.backend, served_model_name=choice.served_name) as server:
-        out(f"Embedding server ready at {server.base_url}")
-        embeddings = QwenSGLangEmbeddings(
-            server=server, query_instruction=None if not choice.query_instruction else "retrieval"
-        )
+    with demo_server(model, backend, out) as (server, instruction):
+        embeddings = QwenSGLangEmbeddings(server=server, query_instruction=instruction)
         directory = persist_dir or tempfile.mkdtemp(prefix="qwen-sglang-demo-chroma-")
         store = Chroma(
             collection_name="qwen_sglang_demo",

@@ -1,0 +1,58 @@
+"""A retriever exposed as an agent tool, in LangChain and in LlamaIndex.
+
+    python examples/agent_retrieval_tool.py [--question "..."]
+
+An agent decides to call a tool by name with a query string; here the script makes that call
+itself, exactly as an agent would, and prints what the tool returns (the passages an LLM would
+read). Hand the same tool objects to any tool-calling agent (LangChain ``create_agent``,
+LlamaIndex ``FunctionAgent``) to let a model decide.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from langchain_core.tools import create_retriever_tool
+from langchain_core.vectorstores import InMemoryVectorStore
+from llama_index.core import Document, VectorStoreIndex
+from llama_index.core.tools import RetrieverTool
+
+from langchain_qwen_sglang import QwenSGLangEmbeddings
+from llama_index_qwen_sglang import QwenSGLangEmbedding
+from qwen_sglang.demo import demo_server, load_corpus
+
+DESCRIPTION = "Search a small encyclopedia (English and Chinese) for passages about a topic."
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A retriever as an agent tool, in both frameworks")
+    parser.add_argument("--model", default=None, help="embedding model directory or hub id")
+    parser.add_argument("--backend", choices=["auto", "sglang", "local"], default="auto")
+    parser.add_argument("--question", default="How do bees tell each other where flowers are?")
+    args = parser.parse_args()
+    corpus = load_corpus()
+
+    with demo_server(args.model, args.backend) as (server, instruction):
+        # LangChain: a vector-store retriever wrapped by create_retriever_tool
+        embeddings = QwenSGLangEmbeddings(server=server, query_instruction=instruction)
+        store = InMemoryVectorStore(embeddings)
+        store.add_texts([r["text"] for r in corpus], metadatas=[{"id": r["id"]} for r in corpus])
+        lc_tool = create_retriever_tool(store.as_retriever(search_kwargs={"k": 2}), "search_corpus", DESCRIPTION)
+        print(f"LangChain tool {lc_tool.name!r} called with {args.question!r}:")
+        print(lc_tool.invoke({"query": args.question}))
+
+        # LlamaIndex: a VectorStoreIndex retriever wrapped by RetrieverTool
+        embed_model = QwenSGLangEmbedding(server=server, query_instruction=instruction)
+        index = VectorStoreIndex.from_documents(
+            [Document(text=r["text"], metadata={"id": r["id"]}) for r in corpus], embed_model=embed_model
+        )
+        li_tool = RetrieverTool.from_defaults(
+            retriever=index.as_retriever(similarity_top_k=2), name="search_corpus", description=DESCRIPTION
+        )
+        output = li_tool.call(args.question)
+        print(f"\nLlamaIndex tool {li_tool.metadata.name!r} called with {args.question!r}:")
+        print(output.content)
+
+
+if __name__ == "__main__":
+    main()
