@@ -65,6 +65,8 @@ class LocalBackendConfig:
     device: str = "cpu"
     max_batch_tokens: int = 16384
     """Most (padded) tokens in one forward pass."""
+    batch_window: float = 0.05
+    """Seconds to wait for more requests to merge into a forward pass."""
     max_inputs_per_request: int = 4096
     max_request_chars: int = 32_000_000
     log_level: str = "info"
@@ -127,6 +129,7 @@ class ModelRunner:
         self._queue: queue.Queue[tuple[list[list[int]], Future[np.ndarray]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._main, name="qwen-sglang-model", daemon=True)
         self.forward_passes = 0
+        self.in_flight = 0  # embedding requests received and not yet answered
 
     def start(self) -> None:
         self._thread.start()
@@ -215,10 +218,15 @@ class ModelRunner:
                 return
             jobs = [job]
             tokens = sum(len(ids) for ids in job[0])
-            # Merge whatever else is waiting into the same forward passes.
+            # Merge what is waiting into the same forward passes (sorted together, texts need far
+            # less padding than apart). Requests already received but still being tokenised are
+            # waited for, up to batch_window; a lone client never waits.
+            deadline = time.monotonic() + self.config.batch_window
             while tokens < self.config.max_batch_tokens * 4:
+                expecting = self.in_flight > len(jobs)
                 try:
-                    nxt = self._queue.get_nowait()
+                    wait = max(0.0, deadline - time.monotonic()) if expecting else 0.0
+                    nxt = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
@@ -407,6 +415,13 @@ def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) ->
         data = await body_of(request)
         if not runner.ready.is_set() or runner.failed is not None:
             return not_ready()
+        runner.in_flight += 1  # only the event loop thread changes it
+        try:
+            return await embed_request(data)
+        finally:
+            runner.in_flight -= 1
+
+    async def embed_request(data: dict[str, Any]) -> Any:
         items, is_text = _parse_inputs(data.get("input"))
         if len(items) > config.max_inputs_per_request:
             raise _BadRequestError(

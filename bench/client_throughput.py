@@ -1,0 +1,249 @@
+"""Client throughput against one embedding server: our classes vs the peers vs a raw load generator.
+
+    python bench/client_throughput.py --serve MODEL_DIR [--backend local|sglang] [--n 20000]
+    python bench/client_throughput.py --base-url http://127.0.0.1:30000/v1 --model NAME
+
+Contenders, all on the same server in the same run, interleaved, ``--repeats`` times:
+
+- ``raw``: an async httpx load generator, the best batch size and concurrency of a small sweep
+  (the limit a client can reach on this server);
+- ``ours-langchain-sync`` / ``ours-langchain-async``: ``QwenSGLangEmbeddings`` with default settings;
+- ``ours-llamaindex``: ``QwenSGLangEmbedding.get_text_embedding_batch``, default settings;
+- ``langchain-openai``: ``OpenAIEmbeddings(check_embedding_ctx_length=False)`` (its only correct
+  setting for Qwen on SGLang);
+- ``llamaindex-openai-like``: ``OpenAILikeEmbedding`` with its defaults.
+
+Texts are seeded, 20-400 tokens of real words (log-normal lengths), tokens counted exactly by the
+server. Reports median vectors/s, tokens/s, the client process's CPU seconds per 1k vectors and
+the ratio to ``raw``; ``--markdown FILE`` appends the table with the command, date and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import platform
+import random
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from qwen_sglang import EmbeddingClient  # noqa: E402
+from qwen_sglang.demo import load_corpus  # noqa: E402
+
+
+def make_texts(n: int, seed: int) -> list[str]:
+    """Seeded texts of roughly 20-400 tokens from the corpus vocabulary (English and Chinese)."""
+    rng = random.Random(seed)
+    words = [w for r in load_corpus() for w in r["text"].split()]
+    texts = []
+    for i in range(n):
+        length = int(min(300, max(12, rng.lognormvariate(4.2, 0.7))))  # words; ~1.3 tokens each
+        texts.append(f"[{i}] " + " ".join(rng.choice(words) for _ in range(length)))
+    return texts
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def raw_embed(base_url: str, model: str, texts: list[str], batch: int, concurrency: int, fmt: str) -> int:
+    """The load generator: batches in flight with a semaphore, vectors decoded with numpy."""
+    limit = asyncio.Semaphore(concurrency)
+    done = 0
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency + 2)) as client:
+
+        async def one(chunk: list[str]) -> None:
+            nonlocal done
+            async with limit:
+                r = await client.post(
+                    base_url + "/embeddings", json={"model": model, "input": chunk, "encoding_format": fmt}
+                )
+            r.raise_for_status()
+            for item in r.json()["data"]:
+                emb = item["embedding"]
+                vec = np.frombuffer(base64.b64decode(emb), "<f4") if isinstance(emb, str) else np.asarray(emb)
+                done += vec.shape[0] > 0
+            return None
+
+        await asyncio.gather(*(one(texts[i : i + batch]) for i in range(0, len(texts), batch)))
+    return done
+
+
+def contenders(base_url: str, model: str, best: tuple[int, int, str]) -> dict[str, Callable[[list[str]], int]]:
+    from langchain_qwen_sglang import QwenSGLangEmbeddings
+    from llama_index_qwen_sglang import QwenSGLangEmbedding
+
+    ours_lc = QwenSGLangEmbeddings(base_url=base_url, model=model)
+    ours_li = QwenSGLangEmbedding(base_url=base_url, model=model)
+    out: dict[str, Callable[[list[str]], int]] = {
+        "raw": lambda t: asyncio.run(raw_embed(base_url, model, t, *best)),
+        "ours-langchain-sync": lambda t: len(ours_lc.embed_documents(t)),
+        "ours-langchain-async": lambda t: len(asyncio.run(ours_lc.aembed_documents(t))),
+        "ours-llamaindex": lambda t: len(ours_li.get_text_embedding_batch(t)),
+    }
+    with contextlib.suppress(ImportError):
+        from langchain_openai import OpenAIEmbeddings
+
+        peer_lc = OpenAIEmbeddings(
+            model=model,
+            base_url=base_url,
+            api_key="none",  # type: ignore[arg-type]
+            check_embedding_ctx_length=False,
+        )
+        out["langchain-openai"] = lambda t: len(peer_lc.embed_documents(t))
+    with contextlib.suppress(ImportError):
+        from llama_index.embeddings.openai_like import OpenAILikeEmbedding
+
+        peer_li = OpenAILikeEmbedding(model_name=model, api_base=base_url, api_key="none")
+        out["llamaindex-openai-like"] = lambda t: len(peer_li.get_text_embedding_batch(t))
+    return out
+
+
+def sweep(base_url: str, model: str, texts: list[str], fmt: str) -> tuple[int, int, str]:
+    results = []
+    shapes = [(b, c) for b in (16, 32, 64) for c in (2, 4, 8, 16)] + [
+        (256, 1),
+        (256, 2),
+        (256, 4),
+        (1000, 1),
+        (1000, 2),
+    ]
+    for batch, conc in shapes:
+        start = time.perf_counter()
+        asyncio.run(raw_embed(base_url, model, texts, batch, conc, fmt))
+        rate = len(texts) / (time.perf_counter() - start)
+        results.append((rate, batch, conc))
+        print(f"  sweep batch={batch:<4} concurrency={conc:<3} {rate:8.1f} vectors/s", flush=True)
+    rate, batch, conc = max(results)
+    return batch, conc, fmt
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--base-url")
+    src.add_argument("--serve", metavar="MODEL", help="start a managed server for this model")
+    parser.add_argument("--backend", choices=["local", "sglang"], default="local")
+    parser.add_argument("--model", default=None, help="model name to send (default: the served name)")
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sglang-arg", action="append", default=[], help="extra SGLang argument (repeatable)")
+    parser.add_argument("--json", type=Path, default=None, help="write all numbers here")
+    parser.add_argument("--markdown", type=Path, default=None, help="append the table to this file")
+    args = parser.parse_args()
+
+    with contextlib.ExitStack() as stack:
+        if args.serve:
+            from qwen_sglang.server import launch_server
+
+            opts: dict[str, Any] = {"extra_args": args.sglang_arg} if args.backend == "sglang" else {}
+            server = stack.enter_context(launch_server(args.serve, backend=args.backend, **opts))
+            base_url, model = server.base_url, args.model or server.model
+        else:
+            base_url, model = args.base_url.rstrip("/"), args.model or "default"
+        texts = make_texts(args.n, args.seed)
+        probe = EmbeddingClient(base_url=base_url, model=model)
+        tokens = sum(sum(probe.count_tokens(texts[i : i + 512])) for i in range(0, len(texts), 512))
+        b64 = isinstance(
+            httpx.post(
+                base_url + "/embeddings", json={"model": model, "input": ["x"], "encoding_format": "base64"}, timeout=60
+            ).json()["data"][0]["embedding"],
+            str,
+        )
+        fmt = "base64" if b64 else "float"
+        print(f"{len(texts)} texts, {tokens} tokens ({tokens / len(texts):.0f} per text); server answers {fmt}")
+        print("raw load generator sweep (on the first 2,000 texts):")
+        best = sweep(base_url, model, texts[:2000], fmt)
+        print(f"  best: batch={best[0]} concurrency={best[1]}")
+        runs: dict[str, list[tuple[float, float]]] = {}
+        table = contenders(base_url, model, best)
+        for fn in table.values():  # warm-up: connections, imports, first-call costs
+            fn(texts[:64])
+        for r in range(args.repeats):
+            for name, fn in table.items():
+                c0, t0 = cpu_seconds(), time.perf_counter()
+                count = fn(texts)
+                wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+                assert count == len(texts), (name, count)
+                runs.setdefault(name, []).append((wall, cpu))
+                print(f"  round {r + 1} {name:<24} {len(texts) / wall:8.1f} vectors/s  cpu {cpu:6.1f}s", flush=True)
+
+    rows = []
+    raw_rate = len(texts) / statistics.median(w for w, _ in runs["raw"])
+    for name, values in runs.items():
+        wall = statistics.median(w for w, _ in values)
+        cpu = statistics.median(c for _, c in values)
+        rows.append(
+            {
+                "client": name,
+                "vectors_s": len(texts) / wall,
+                "tokens_s": tokens / wall,
+                "cpu_s_per_1k": 1000 * cpu / len(texts),
+                "vs_raw": len(texts) / wall / raw_rate,
+            }
+        )
+    header = "| client | vectors/s | tokens/s | client CPU s / 1k vectors | vs raw |\n|---|---|---|---|---|\n"
+    body = "".join(
+        f"| {r['client']} | {r['vectors_s']:.1f} | {r['tokens_s']:.0f} | {r['cpu_s_per_1k']:.2f} | "
+        f"{r['vs_raw']:.2f} |\n"
+        for r in rows
+    )
+    print("\n" + header + body)
+    versions = {
+        p: importlib.metadata.version(p)
+        for p in ("qwen-sglang", "langchain-openai", "llama-index-core", "httpx", "torch")
+        if _installed(p)
+    }
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {platform.processor() or ''}",
+        "command": " ".join(["python", *sys.argv]),
+        "n": len(texts),
+        "tokens": tokens,
+        "repeats": args.repeats,
+        "best_raw": {"batch": best[0], "concurrency": best[1], "encoding": fmt},
+        "versions": versions,
+    }
+    if args.json:
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    if args.markdown:
+        with args.markdown.open("a") as fh:
+            fh.write(
+                f"\n### Client throughput, {meta['date']}\n\n`{meta['command']}`\n\n{len(texts)} texts, "
+                f"{tokens} tokens; raw generator: batch {best[0]}, concurrency {best[1]}, {fmt}; "
+                f"median of {args.repeats} interleaved rounds. Versions: "
+                + ", ".join(f"{k} {v}" for k, v in versions.items())
+                + "\n\n"
+                + header
+                + body
+            )
+
+
+def _installed(name: str) -> bool:
+    try:
+        importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    main()
