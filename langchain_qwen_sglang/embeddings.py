@@ -8,7 +8,6 @@ from langchain_core.embeddings import Embeddings
 from pydantic import ConfigDict, PrivateAttr, model_validator
 
 from qwen_sglang.client import EmbeddingClient
-from qwen_sglang.errors import ConfigurationError
 from qwen_sglang.settings import QwenSGLangSettings
 
 __all__ = ["QwenSGLangEmbeddings"]
@@ -89,11 +88,7 @@ class QwenSGLangEmbeddings(QwenSGLangSettings, Embeddings):
 
     @model_validator(mode="after")
     def _build_client(self) -> QwenSGLangEmbeddings:
-        if self.empty_text == "skip":
-            raise ConfigurationError(
-                "empty_text='skip' would return fewer vectors than texts, which LangChain cannot "
-                "pair with its documents: use 'raise' or 'zero'"
-            )
+        self.require_aligned_output("LangChain")
         self._client = EmbeddingClient(self.core_settings())
         return self
 

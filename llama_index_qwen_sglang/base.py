@@ -8,7 +8,6 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import Field, PrivateAttr, model_validator
 
 from qwen_sglang.client import EmbeddingClient
-from qwen_sglang.errors import ConfigurationError
 from qwen_sglang.settings import QwenSGLangSettings
 
 __all__ = ["QwenSGLangEmbedding"]
@@ -59,11 +58,7 @@ class QwenSGLangEmbedding(BaseEmbedding, QwenSGLangSettings):
 
     @model_validator(mode="after")
     def _build_client(self) -> QwenSGLangEmbedding:
-        if self.empty_text == "skip":
-            raise ConfigurationError(
-                "empty_text='skip' would return fewer vectors than texts, which LlamaIndex cannot "
-                "pair with its nodes: use 'raise' or 'zero'"
-            )
+        self.require_aligned_output("LlamaIndex")
         if self.model_name in ("", "unknown"):
             self.model_name = self.model
         self._client = EmbeddingClient(self.core_settings())

@@ -208,54 +208,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from qwen_sglang.server import LocalEmbeddingServer, SGLangServer, cuda_visible, sglang_available
+    from qwen_sglang.server import LocalEmbeddingServer, SGLangServer, choose_backend
 
     backend = args.backend
     if backend == "auto":
-        has_sglang, has_gpu = sglang_available(), cuda_visible()
-        backend = "sglang" if has_sglang and has_gpu else "local"
-        why = (
-            "sglang is installed and a CUDA GPU is visible"
-            if backend == "sglang"
-            else "no CUDA GPU is visible"
-            if not has_gpu
-            else "sglang is not installed"
-        )
+        backend, why = choose_backend()
         print(f"backend: {backend} ({why})", flush=True)
     extra = [a for a in (args.extra or []) if a != "--"]
     if backend == "local":
         if extra:
             raise SystemExit("error: extra arguments are only for the sglang backend: " + " ".join(extra))
-        server: Any = LocalEmbeddingServer(
-            args.model,
-            host=args.host,
-            port=args.port,
-            served_model_name=args.served_model_name,
-            api_key=args.api_key,
-            matryoshka=args.matryoshka,
-            context_length=args.context_length,
-            device=args.device or "cpu",
-            log_level=args.log_level,
-        )
+        opts: dict[str, Any] = {
+            "host": args.host,
+            "port": args.port,
+            "served_model_name": args.served_model_name,
+            "api_key": args.api_key,
+            "matryoshka": args.matryoshka,
+            "context_length": args.context_length,
+            "device": args.device or "cpu",
+            "log_level": args.log_level,
+        }
+        local = LocalEmbeddingServer(args.model, **opts)  # validates the options, shows the command
         if args.dry_run:
-            print(server.display_command())
+            print(local.display_command())
             return 0
         from qwen_sglang.local_backend import LocalBackendConfig, serve
 
-        print(f"serving {args.model} with the local backend at {server.base_url}", flush=True)
-        return serve(
-            LocalBackendConfig(
-                model=args.model,
-                host=args.host,
-                port=args.port,
-                served_model_name=args.served_model_name,
-                api_key=args.api_key,
-                matryoshka=args.matryoshka,
-                context_length=args.context_length,
-                device=args.device or "cpu",
-                log_level=args.log_level,
-            )
-        )
+        print(f"serving {args.model} with the local backend at {local.base_url}", flush=True)
+        return serve(LocalBackendConfig(model=args.model, **opts))
     server = SGLangServer(
         args.model,
         host=args.host,

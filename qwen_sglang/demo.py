@@ -70,10 +70,10 @@ class ModelChoice:
 def pick_model(model: str | None, backend: Backend) -> ModelChoice:
     """The model to serve: the requested/default Qwen3 model, or the stated PyPI fallback."""
     from qwen_sglang.local_backend import resolve_model_path
-    from qwen_sglang.server import cuda_visible, sglang_available
+    from qwen_sglang.server import choose_backend
 
     if backend == "auto":
-        backend = "sglang" if sglang_available() and cuda_visible() else "local"
+        backend = choose_backend()[0]
     wanted = model or ("Qwen/Qwen3-Embedding-4B" if backend == "sglang" else "Qwen/Qwen3-Embedding-0.6B")
     try:
         path = resolve_model_path(wanted)

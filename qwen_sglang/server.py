@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import importlib.util
 import json
@@ -50,6 +51,7 @@ __all__ = [
     "SGLangServer",
     "MAX_SGLANG_PORT",
     "WRONG_FLAGS",
+    "choose_backend",
     "cuda_visible",
     "free_port",
     "launch_server",
@@ -147,14 +149,15 @@ def _diagnose(log: str) -> str | None:
     return None
 
 
-def _pump_output(stream: Any, log_file: Any, secrets: list[bytes]) -> None:
-    """Copy a child's output to its log file line by line, masking secrets."""
+def _pump_output(stream: Any, log_file: Any, secrets: list[bytes], ring: collections.deque[str]) -> None:
+    """Copy a child's output to its log file and a ring buffer, line by line, masking secrets."""
     try:
         for line in iter(stream.readline, b""):
             for secret in secrets:
                 line = line.replace(secret, b"***")
             log_file.write(line)
             log_file.flush()
+            ring.append(line.decode("utf-8", "replace").rstrip("\n"))
     except (OSError, ValueError):  # the log file was closed under us
         pass
     finally:
@@ -218,6 +221,7 @@ class ManagedServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
         self._pump: threading.Thread | None = None
+        self._ring: collections.deque[str] = collections.deque(maxlen=500)  # last log lines
         self._lock = threading.Lock()
         if host not in _LOCAL_HOSTS and self.api_key is None:
             logger.warning("binding %s without an api_key: anyone who can reach it can use the server", host)
@@ -268,7 +272,9 @@ class ManagedServer:
         return self._proc is not None and self._proc.poll() is None
 
     def logs_tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of the server's log."""
+        """The last ``lines`` lines of the server's log (from memory; from the file past 500)."""
+        if self._ring and lines <= len(self._ring):
+            return "\n".join(list(self._ring)[-lines:])
         if self._log_path is None or not self._log_path.exists():
             return ""
         with self._log_path.open("rb") as fh:
@@ -325,7 +331,7 @@ class ManagedServer:
             # file only through this pump, which masks the key.
             self._pump = threading.Thread(
                 target=_pump_output,
-                args=(self._proc.stdout, self._log_file, self._secrets()),
+                args=(self._proc.stdout, self._log_file, self._secrets(), self._ring),
                 name=f"qwen-sglang-{self.backend}-log",
                 daemon=True,
             )
@@ -351,7 +357,8 @@ class ManagedServer:
                     raise ServerStartError("the server was not started")
                 code = proc.poll()
                 if code is not None:
-                    time.sleep(0.2)  # let the last lines reach the log
+                    if self._pump is not None:
+                        self._pump.join(timeout=5)  # let the last lines reach the log
                     tail = self.logs_tail()
                     why = _diagnose(tail)
                     raise ServerStartError(
@@ -659,6 +666,14 @@ class LocalEmbeddingServer(ManagedServer):
             raise ServerStartError(str(exc)) from None
 
 
+def choose_backend() -> tuple[Literal["sglang", "local"], str]:
+    """What ``backend="auto"`` means here, and why: SGLang with a CUDA GPU, else the local backend."""
+    has_sglang, has_gpu = sglang_available(), cuda_visible()
+    if has_sglang and has_gpu:
+        return "sglang", "sglang is installed and a CUDA GPU is visible"
+    return "local", "no CUDA GPU is visible" if not has_gpu else "sglang is not installed"
+
+
 def launch_server(
     model: str | os.PathLike[str],
     backend: Literal["auto", "sglang", "local"] = "auto",
@@ -673,13 +688,7 @@ def launch_server(
     :class:`LocalEmbeddingServer`.
     """
     if backend == "auto":
-        has_sglang, has_gpu = sglang_available(), cuda_visible()
-        backend = "sglang" if has_sglang and has_gpu else "local"
-        why = (
-            "sglang is installed and a CUDA GPU is visible"
-            if backend == "sglang"
-            else ("no CUDA GPU is visible" if not has_gpu else "sglang is not installed")
-        )
+        backend, why = choose_backend()
         logger.info("backend=auto chose the %s backend: %s", backend, why)
     server: ManagedServer
     if backend == "sglang":

@@ -201,6 +201,14 @@ class QwenSGLangSettings(BaseModel):
             )
         return self
 
+    def require_aligned_output(self, framework: str) -> None:
+        """Frameworks pair vectors with their inputs by position: ``empty_text="skip"`` cannot work."""
+        if self.empty_text == "skip":
+            raise ConfigurationError(
+                f"empty_text='skip' would return fewer vectors than texts, which {framework} cannot pair "
+                "with its inputs: use 'raise' or 'zero'"
+            )
+
     @property
     def preset(self) -> ModelPreset | None:
         """The preset of :attr:`model`, or ``None`` for models that are not known."""
