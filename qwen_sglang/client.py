@@ -525,11 +525,26 @@ class EmbeddingClient:
                 error = _transport_error(result, url, self.settings.model)
                 retry, retry_after = True, None
             if not retry or attempt >= self.settings.max_retries:
-                raise error
+                raise self._explain_dead_server(error)
             delay = retry_after if retry_after is not None else _backoff(attempt)
             logger.info("retrying %s %s in %.2fs after: %s", method, url, delay, error)
             attempt += 1
             yield _Sleep(delay)
+
+    def _explain_dead_server(self, error: Exception) -> Exception:
+        """A connection error to a managed server that has exited says so, with its log tail."""
+        server = self.settings.server
+        if not isinstance(error, APIConnectionError) or server is None:
+            return error
+        proc = getattr(server, "_proc", None)
+        if proc is None or proc.poll() is None:
+            return error
+        tail = server.logs_tail(20) if hasattr(server, "logs_tail") else ""
+        return APIConnectionError(
+            f"the managed {getattr(server, 'backend', '')} server at {self.base_url} (pid {proc.pid}) exited "
+            f"with code {proc.returncode}; last lines of its log:\n{tail}",
+            url=error.url,
+        )
 
     def _tokenize_flow(self, texts: list[str], add_special_tokens: bool) -> Flow[list[list[int]]]:
         if not texts:

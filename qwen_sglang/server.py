@@ -96,8 +96,11 @@ def free_port(host: str = "127.0.0.1", *, max_port: int = 65535) -> int:
 
 
 def _port_in_use(host: str, port: int) -> bool:
+    """Whether a server could not bind ``port``. SO_REUSEADDR as uvicorn and SGLang set it, so a
+    port in TIME_WAIT after a stopped server counts as free while a listening one does not."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
