@@ -41,6 +41,7 @@ from qwen_sglang.errors import (
     InputTypeError,
     InvalidInputError,
     MalformedResponseError,
+    NotFoundError,
     status_error_class,
 )
 from qwen_sglang.instructions import format_query
@@ -126,6 +127,7 @@ class _State:
     max_model_len: int | None = None
     special_prefix: list[int] | None = None
     special_suffix: list[int] | None = None
+    no_tokenize: bool = False
     prompt_tokens: int = 0
     requests: int = 0
 
@@ -603,12 +605,21 @@ class EmbeddingClient:
         for k, text in enumerate(job.send):
             if len(text.encode("utf-8", "surrogatepass")) + 8 > threshold:
                 suspects.append(k)
-        if not suspects:
-            return [_Item(target=k, text=t) for k, t in enumerate(job.send)]
-        prefix, suffix = yield from self._special_tokens_flow()
-        tokens = yield from self._tokenize_flow([job.send[k] for k in suspects], False)
+        plain = [_Item(target=k, text=t) for k, t in enumerate(job.send)]
+        if not suspects or self._state.no_tokenize:
+            return plain
+        try:
+            prefix, suffix = yield from self._special_tokens_flow()
+            tokens = yield from self._tokenize_flow([job.send[k] for k in suspects], False)
+        except NotFoundError:
+            # Not SGLang (or the local backend): no exact counts, so texts go as they are and
+            # the server applies its own limit.
+            logger.warning("the server has no /v1/tokenize: long_text=%r cannot apply", self.settings.long_text)
+            self._state.no_tokenize = True
+            return plain
         limit = self._max_tokens()  # the tokenize answer told us the server's limit
-        assert limit is not None
+        if limit is None:
+            return plain
         counted = dict(zip(suspects, tokens, strict=True))
         extra = len(prefix) + len(suffix)
         policy = self.settings.long_text

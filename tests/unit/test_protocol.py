@@ -367,3 +367,21 @@ def test_async_client_survives_a_second_event_loop() -> None:
     finally:
         httpx.AsyncClient = original  # type: ignore[misc]
     assert len(calls) == 2
+
+
+@both
+def test_server_without_tokenize_still_embeds_long_texts(use_async: bool) -> None:
+    # e.g. another OpenAI-compatible server: no exact counts, so texts are sent as they are
+    def handler(request: httpx.Request, payload: dict[str, Any]) -> httpx.Response:
+        if request.url.path.endswith("/tokenize"):
+            return httpx.Response(404, json={"detail": "Not Found"})
+        return httpx.Response(200, json=ok_body(len(payload["input"])))
+
+    rec = Recorder(handler)
+    client = make_client(rec, model="unknown-model")
+    long_text = "word " * 400
+    assert len(embed(client, [long_text, "short"], use_async)) == 2
+    assert len(embed(client, [long_text], use_async)) == 1
+    tokenize_calls = [h for h, p in zip(rec.headers, rec.requests, strict=True) if "prompt" in p]
+    assert len(tokenize_calls) == 1  # tried once, then remembered
+    assert rec.requests[-1]["input"] == [long_text]
