@@ -403,7 +403,7 @@ class EmbeddingClient:
                 job.add(batch, self._run(self._batch_flow(batch, job.dimensions)))
                 progress.update(1)
         else:
-            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qwen-sglang")
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qwen-sglang-client")
             try:
                 futures = {pool.submit(self._run, self._batch_flow(b, job.dimensions)): b for b in batches}
                 pending = set(futures)

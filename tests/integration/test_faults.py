@@ -82,22 +82,40 @@ def slow_server() -> Iterator[str]:
     httpd.server_close()
 
 
-@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
-def test_slow_server_times_out_with_retries_and_leaks_nothing(slow_server: str, use_async: bool) -> None:
-    client = EmbeddingClient(
-        base_url=slow_server, model="x", timeout=0.5, max_retries=2, max_concurrency=4, batch_size=1
-    )
-    start = time.monotonic()
+def call_timeout(client: EmbeddingClient, use_async: bool) -> None:
     with pytest.raises(APITimeoutError):
         if use_async:
             asyncio.run(client.aembed_documents(["a", "b", "c"]))
         else:
             client.embed_documents(["a", "b", "c"])
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_slow_server_times_out_with_retries_and_leaks_nothing(slow_server: str, use_async: bool) -> None:
+    client = EmbeddingClient(
+        base_url=slow_server, model="x", timeout=0.5, max_retries=2, max_concurrency=4, batch_size=1
+    )
+    used_workers: list[str] = []
+    original = threading.Thread.start
+
+    def spy(self: threading.Thread) -> None:
+        if self.name.startswith("qwen-sglang-client"):
+            used_workers.append(self.name)
+        original(self)
+
+    threading.Thread.start = spy  # type: ignore[method-assign]
+    start = time.monotonic()
+    try:
+        call_timeout(client, use_async)
+    finally:
+        threading.Thread.start = original  # type: ignore[method-assign]
     elapsed = time.monotonic() - start
     assert elapsed < 15  # 3 attempts x 0.5 s + backoff, not the server's 3 s each
     assert _SlowHandler.calls >= 3  # retried per policy
-    # no client worker thread left behind (the slow server's own handler threads still sleep)
-    assert [t.name for t in threading.enumerate() if t.name.startswith("qwen-sglang")] == []
+    # no client worker thread left behind (the slow server's own handler threads still sleep,
+    # and session servers' log pumps run on)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("qwen-sglang-client")] == []
+    assert used_workers or use_async  # the sync call did run on named client workers
     client.close()
 
 
