@@ -37,7 +37,8 @@ def write_records(path: Path, n: int) -> list[str]:
     return ids
 
 
-def ingest_cmd(server: ManagedServer, data: Path, persist: Path) -> list[str]:
+def ingest_cmd(server: ManagedServer, data: Path, persist: Path, collection: str = "docs", *extra: str) -> list[str]:
+    """The `qwen-sglang ingest` command line against the test server."""
     return [
         sys.executable,
         "-m",
@@ -45,18 +46,25 @@ def ingest_cmd(server: ManagedServer, data: Path, persist: Path) -> list[str]:
         "ingest",
         str(data),
         "--collection",
-        "docs",
+        collection,
         "--persist-dir",
         str(persist),
         "--base-url",
         server.base_url,
         "--model",
         "Qwen3-Embedding-test",
-        "--batch",
-        "100",
-        "--max-concurrency",
-        "2",
+        *extra,
     ]
+
+
+def run_ingest(
+    server: ManagedServer, data: Path, persist: Path, collection: str = "docs", *extra: str
+) -> subprocess.CompletedProcess[str]:
+    cmd = ingest_cmd(server, data, persist, collection, *extra)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+
+
+KILL_RUN = ("--batch", "100", "--max-concurrency", "2")
 
 
 def test_kill_midway_then_rerun_gives_exactly_the_records(server: ManagedServer, tmp_path: Path) -> None:
@@ -64,7 +72,10 @@ def test_kill_midway_then_rerun_gives_exactly_the_records(server: ManagedServer,
     expected = write_records(data, 5000)
     persist = tmp_path / "chroma"
     proc = subprocess.Popen(
-        ingest_cmd(server, data, persist), stderr=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+        ingest_cmd(server, data, persist, "docs", *KILL_RUN),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
     )
     assert proc.stderr is not None
     seen = b""
@@ -83,7 +94,7 @@ def test_kill_midway_then_rerun_gives_exactly_the_records(server: ManagedServer,
     assert 0 < partial < 5000
     before = collection(persist).get(include=["embeddings"], limit=50)
 
-    done = subprocess.run(ingest_cmd(server, data, persist), capture_output=True, text=True, timeout=600, check=False)
+    done = run_ingest(server, data, persist, "docs", *KILL_RUN)
     assert done.returncode == 0, done.stderr
     assert f"{5000 - partial} embedded, {partial} already stored" in done.stdout
     col = collection(persist)
@@ -96,7 +107,7 @@ def test_kill_midway_then_rerun_gives_exactly_the_records(server: ManagedServer,
     old = np.array([before["embeddings"][order[cid]] for cid in again["ids"]])
     np.testing.assert_allclose(old, fresh, atol=TOL)
 
-    third = subprocess.run(ingest_cmd(server, data, persist), capture_output=True, text=True, timeout=600, check=False)
+    third = run_ingest(server, data, persist, "docs", *KILL_RUN)
     assert "0 embedded, 5000 already stored" in third.stdout
     assert collection(persist).count() == 5000
 
@@ -124,55 +135,11 @@ def test_problems_are_reported_and_the_rest_ingested(server: ManagedServer, tmp_
     data.mkdir()
     (data / "ok.txt").write_text("fine text")
     (data / "bad.jsonl").write_text('{"text": "one"}\nnot json\n')
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "qwen_sglang",
-            "ingest",
-            str(data),
-            "--collection",
-            "col1",
-            "--persist-dir",
-            str(tmp_path / "db"),
-            "--base-url",
-            server.base_url,
-            "--model",
-            "Qwen3-Embedding-test",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = run_ingest(server, data, tmp_path / "db", "col1", "--no-progress")
     assert out.returncode == 0, out.stderr
     assert "bad.jsonl:2: malformed JSON" in out.stderr
     assert "2 documents, 2 chunks: 2 embedded" in out.stdout and "1 problems" in out.stdout
-    failing = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "qwen_sglang",
-            "ingest",
-            str(data),
-            "--collection",
-            "col2",
-            "--persist-dir",
-            str(tmp_path / "db"),
-            "--base-url",
-            server.base_url,
-            "--model",
-            "Qwen3-Embedding-test",
-            "--on-error",
-            "fail",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    failing = run_ingest(server, data, tmp_path / "db", "col2", "--on-error", "fail", "--no-progress")
     assert failing.returncode == 1 and "bad.jsonl:2" in failing.stderr
 
 
@@ -218,25 +185,6 @@ def test_chroma_embedding_function_instructs_queries_only(server: ManagedServer,
 
 def test_bad_collection_name_is_one_clear_line(server: ManagedServer, tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("x")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "qwen_sglang",
-            "ingest",
-            str(tmp_path / "a.txt"),
-            "--collection",
-            "c",
-            "--persist-dir",
-            str(tmp_path / "db"),
-            "--base-url",
-            server.base_url,
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = run_ingest(server, tmp_path / "a.txt", tmp_path / "db", "c", "--no-progress")
     assert out.returncode == 1
     assert out.stderr.startswith("error: could not open Chroma collection 'c'") and "Traceback" not in out.stderr
