@@ -1,4 +1,4 @@
-"""The ``qwen-sglang`` command line: serve, embed, doctor, ingest, demo."""
+"""The ``qwen-sglang`` command line: serve, embed, doctor, ingest, eval, demo."""
 
 from __future__ import annotations
 
@@ -148,6 +148,42 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     i.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    # ---------------------------------------------------------------- eval
+    v = sub.add_parser(
+        "eval",
+        help="retrieval quality per dimensions and instruction on your data (nDCG, recall, MRR, storage, latency)",
+        description="Embed the corpus once at full width, derive every smaller width as a Matryoshka "
+        "prefix, embed the queries with each instruction variant, and score exact retrieval. Prints a "
+        "table and writes results.json, results.csv and quality.png to --out.",
+    )
+    _add_client_args(v)
+    src = v.add_mutually_exclusive_group(required=True)
+    src.add_argument("--beir", metavar="DIR", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    src.add_argument("--queries", metavar="Q.jsonl", help="queries: JSON lines with _id (or id) and text")
+    src.add_argument("--demo-data", action="store_true", help="the small English/Chinese set shipped with the package")
+    v.add_argument("--corpus", metavar="C.jsonl", help="passages: JSON lines with _id (or id), text, optional title")
+    v.add_argument("--qrels", metavar="R.tsv", help="judgements: query-id, corpus-id, score (BEIR TSV or TREC)")
+    v.add_argument("--split", default="test", help="qrels split of a BEIR folder (default test)")
+    v.add_argument(
+        "--dimensions", default=None, help="comma-separated widths (default: native and the usual ones below it)"
+    )
+    v.add_argument(
+        "--instruction",
+        action="append",
+        default=[],
+        help="extra query instruction: a preset name (qa, retrieval, ...) or a task text; repeatable. "
+        "'default' and 'none' are always measured",
+    )
+    v.add_argument("-k", type=int, default=10, help="cut-off for nDCG, recall and MRR (default 10)")
+    v.add_argument("--out", default="qwen-sglang-eval", help="folder for results.json/.csv/quality.png")
+    v.add_argument("--work-dir", default=None, help="keep the corpus matrix here (default: a temporary folder)")
+    v.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="on-disk corpus matrix")
+    v.add_argument("--latency-samples", type=int, default=20, help="single-query requests timed per width")
+    v.add_argument("--chroma-sample", type=int, default=2000, help="vectors used to measure Chroma's size (0: skip)")
+    v.add_argument("--tolerance", type=float, default=0.02, help="relative nDCG loss the recommendation accepts")
+    v.add_argument("--no-plot", action="store_true", help="skip quality.png (no matplotlib needed)")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     # ---------------------------------------------------------------- demo
     m = sub.add_parser(
         "demo",
@@ -189,6 +225,60 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"skipped {problem}", file=sys.stderr)
     print(report.summary())
+    return 0
+
+
+def _served_model(base_url: str, api_key: str | None) -> str | None:
+    """The single model a server lists on ``/v1/models``, if it lists exactly one."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        body = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=10.0).json()
+        names = [m["id"] for m in body["data"]]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+    return names[0] if len(names) == 1 else None
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from qwen_sglang.client import EmbeddingClient
+    from qwen_sglang.eval import evaluate, load_beir, load_dataset, load_demo_dataset, parse_widths
+    from qwen_sglang.settings import DEFAULT_BASE_URL
+
+    if args.queries is not None:
+        if not (args.corpus and args.qrels):
+            raise ValueError("--queries needs --corpus and --qrels")
+        data = load_dataset(args.queries, args.corpus, args.qrels)
+    elif args.corpus or args.qrels:
+        raise ValueError("--corpus/--qrels go with --queries (a BEIR folder or --demo-data brings its own)")
+    else:
+        data = load_beir(args.beir, args.split) if args.beir else load_demo_dataset()
+    kwargs = _client_kwargs(args)
+    if "model" not in kwargs and not os.environ.get("QWEN_SGLANG_MODEL"):
+        base_url = kwargs.get("base_url") or os.environ.get("QWEN_SGLANG_BASE_URL") or DEFAULT_BASE_URL
+        api_key = kwargs.get("api_key") or os.environ.get("QWEN_SGLANG_API_KEY")
+        served = _served_model(base_url, api_key)
+        if served is not None:
+            kwargs["model"] = served
+    widths = parse_widths(args.dimensions) if args.dimensions else None
+    with EmbeddingClient(**kwargs) as client:
+        report = evaluate(
+            data,
+            client=client,
+            dimensions=widths,
+            instructions=args.instruction,
+            k=args.k,
+            dtype=args.dtype,
+            work_dir=args.work_dir,
+            latency_samples=args.latency_samples,
+            chroma_sample=args.chroma_sample,
+            tolerance=args.tolerance,
+            show_progress=not args.no_progress,
+        )
+    print(report.summary())
+    for path in report.write(args.out, plot=not args.no_plot):
+        print(f"wrote {path}")
     return 0
 
 
@@ -330,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "embed": _cmd_embed,
         "doctor": _cmd_doctor,
         "ingest": _cmd_ingest,
+        "eval": _cmd_eval,
         "demo": _cmd_demo,
     }
     handler = handlers[args.command]
