@@ -152,10 +152,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sglang-arg", action="append", default=[], help="extra SGLang argument (repeatable)")
     parser.add_argument("--sweep-n", type=int, default=2000, help="texts per sweep point")
+    parser.add_argument("--raw-shape", default=None, metavar="BATCHxCONC", help="skip the sweep: use this raw shape")
+    parser.add_argument(
+        "--peer-n",
+        type=int,
+        default=None,
+        help="run the peers (langchain-openai, OpenAILike) on the first N texts only (slow peers on big runs); "
+        "their rates are per text of the same seeded distribution",
+    )
     parser.add_argument(
         "--compute-limit",
         action="store_true",
         help="measure dense bf16 matmul TFLOP/s on this GPU and report tokens/s at that rate for the served model",
+    )
+    parser.add_argument(
+        "--model-dir", default=None, help="with --base-url: the served model's folder (--compute-limit)"
     )
     parser.add_argument("--json", type=Path, default=None, help="write all numbers here")
     parser.add_argument("--markdown", type=Path, default=None, help="append the table to this file")
@@ -172,7 +183,8 @@ def main() -> None:
             base_url, model = args.base_url.rstrip("/"), args.model or "default"
         texts = make_texts(args.n, args.seed)
         probe = EmbeddingClient(base_url=base_url, model=model)
-        tokens = sum(sum(probe.count_tokens(texts[i : i + 512])) for i in range(0, len(texts), 512))
+        counts = [c for i in range(0, len(texts), 512) for c in probe.count_tokens(texts[i : i + 512])]
+        tokens = sum(counts)
         b64 = isinstance(
             httpx.post(
                 base_url + "/embeddings", json={"model": model, "input": ["x"], "encoding_format": "base64"}, timeout=60
@@ -181,35 +193,44 @@ def main() -> None:
         )
         fmt = "base64" if b64 else "float"
         print(f"{len(texts)} texts, {tokens} tokens ({tokens / len(texts):.0f} per text); server answers {fmt}")
-        limit_tps = compute_limit(args.serve) if args.compute_limit and args.serve else None
-        print(f"raw load generator sweep (on the first {args.sweep_n} texts):")
-        best = sweep(base_url, model, texts[: args.sweep_n], fmt)
-        print(f"  best: batch={best[0]} concurrency={best[1]}")
+        model_dir = args.serve or args.model_dir
+        limit_tps = compute_limit(model_dir) if args.compute_limit and model_dir else None
+        if args.raw_shape:
+            b, c = (int(x) for x in args.raw_shape.lower().split("x"))
+            best = (b, c, fmt)
+        else:
+            print(f"raw load generator sweep (on the first {args.sweep_n} texts):")
+            best = sweep(base_url, model, texts[: args.sweep_n], fmt)
+        print(f"  raw shape: batch={best[0]} concurrency={best[1]}")
+        peers = {"langchain-openai", "llamaindex-openai-like"}
         runs: dict[str, list[tuple[float, float]]] = {}
         table = contenders(base_url, model, best)
         for fn in table.values():  # warm-up: connections, imports, first-call costs
             fn(texts[:64])
         for r in range(args.repeats):
             for name, fn in table.items():
+                subset = texts[: args.peer_n] if args.peer_n and name in peers else texts
                 c0, t0 = cpu_seconds(), time.perf_counter()
-                count = fn(texts)
+                count = fn(subset)
                 wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-                assert count == len(texts), (name, count)
+                assert count == len(subset), (name, count)
                 runs.setdefault(name, []).append((wall, cpu))
-                print(f"  round {r + 1} {name:<24} {len(texts) / wall:8.1f} vectors/s  cpu {cpu:6.1f}s", flush=True)
+                print(f"  round {r + 1} {name:<24} {len(subset) / wall:8.1f} vectors/s  cpu {cpu:6.1f}s", flush=True)
 
     rows = []
     raw_rate = len(texts) / statistics.median(w for w, _ in runs["raw"])
     for name, values in runs.items():
+        n = min(args.peer_n, len(texts)) if args.peer_n and name in peers else len(texts)
         wall = statistics.median(w for w, _ in values)
         cpu = statistics.median(c for _, c in values)
         rows.append(
             {
                 "client": name,
-                "vectors_s": len(texts) / wall,
-                "tokens_s": tokens / wall,
-                "cpu_s_per_1k": 1000 * cpu / len(texts),
-                "vs_raw": len(texts) / wall / raw_rate,
+                "texts": n,
+                "vectors_s": n / wall,
+                "tokens_s": sum(counts[:n]) / wall,
+                "cpu_s_per_1k": 1000 * cpu / n,
+                "vs_raw": n / wall / raw_rate,
             }
         )
     header = "| client | vectors/s | tokens/s | client CPU s / 1k vectors | vs raw |\n|---|---|---|---|---|\n"
@@ -243,7 +264,9 @@ def main() -> None:
             fh.write(
                 f"\n### Client throughput, {meta['date']}\n\n`{meta['command']}`\n\n{len(texts)} texts, "
                 f"{tokens} tokens; raw generator: batch {best[0]}, concurrency {best[1]}, {fmt}; "
-                f"median of {args.repeats} interleaved rounds. Versions: "
+                f"median of {args.repeats} interleaved rounds"
+                + (f"; the peers ran on the first {args.peer_n} texts" if args.peer_n else "")
+                + ". Versions: "
                 + ", ".join(f"{k} {v}" for k, v in versions.items())
                 + "\n\n"
                 + header
