@@ -64,10 +64,13 @@ class QwenShape:
     head_dim: int
 
 
-#: Shapes by name: ``tiny`` for CPU tests, the others equal the released models.
+#: Shapes by name: ``tiny``/``small`` for CPU tests; ``wide`` gives 1024-d vectors (the 0.6B
+#: model's width) from one narrow layer, for CPU benchmarks of what the client does with vectors
+#: of a real width; the others equal the released models.
 SHAPES: dict[str, QwenShape] = {
     "tiny": QwenShape(32, 64, 2, 4, 2, 8),
     "small": QwenShape(128, 256, 2, 4, 2, 32),
+    "wide": QwenShape(1024, 128, 1, 2, 1, 64),
     "0.6B": QwenShape(1024, 3072, 28, 16, 8, 128),
     "4B": QwenShape(2560, 9728, 36, 32, 8, 128),
     "8B": QwenShape(4096, 12288, 36, 32, 8, 128),
