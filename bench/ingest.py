@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", action="append", default=None, choices=CONTENDERS)
     parser.add_argument("--markdown", type=Path, default=None, help="append the table here")
+    parser.add_argument("--json", type=Path, default=None, help="write the numbers here (bench/report.py reads it)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--persist", type=Path, default=None, help=argparse.SUPPRESS)
@@ -162,6 +163,9 @@ def main() -> None:
             )
     table = "\n".join(lines)
     print("\n" + table)
+    if args.json:
+        meta = {"n": args.n, "width": width, "command": " ".join(["python", *sys.argv])}
+        args.json.write_text(json.dumps({"meta": meta | {"date": datetime.date.today().isoformat()}, "rows": rows}))
     if args.markdown:
         versions = ", ".join(
             f"{p} {importlib.metadata.version(p)}"

@@ -57,6 +57,49 @@ def test_a_restarted_server_lets_a_retry_complete(qwen_model_dir: Path) -> None:
         np.testing.assert_allclose(np.array(client.embed_documents(["persist me"])), want, atol=TOL)
 
 
+def test_one_call_survives_a_server_restart_through_its_retries(qwen_model_dir: Path) -> None:
+    """The server dies while a call is in flight and comes back on the same port: the call's own
+    retries (connection errors are retried with backoff) finish it, with the right vectors."""
+    texts = [f"restart text {i} " + "word " * (i % 40) for i in range(3000)]
+    first = make_server(qwen_model_dir).start()
+    port = first.port
+    client = EmbeddingClient(
+        base_url=first.base_url, model="x", batch_size=16, max_concurrency=2, max_retries=12, timeout=30
+    )
+    done: list[list[list[float]]] = []
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            done.append(client.embed_documents(texts))
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    second: ManagedServer | None = None
+    try:
+        time.sleep(1.5)  # batches are in flight
+        assert worker.is_alive(), "the call finished before the server could be killed"
+        assert first.pid is not None
+        os.killpg(first.pid, signal.SIGKILL)
+        first.stop()
+        second = make_server(qwen_model_dir, port=port).start()
+        worker.join(timeout=300)
+        assert not worker.is_alive()
+        assert not errors, errors
+        assert len(done) == 1 and len(done[0]) == len(texts)
+        fresh = EmbeddingClient(base_url=second.base_url, model="x")
+        sample = list(range(0, len(texts), 97))
+        np.testing.assert_allclose(
+            np.array(done[0])[sample], np.array(fresh.embed_documents([texts[i] for i in sample])), atol=TOL
+        )
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
 class _SlowHandler(http.server.BaseHTTPRequestHandler):
     delay = 3.0
     calls = 0
