@@ -45,6 +45,7 @@ CONFIGS = {
     "no radix cache": "--mem-fraction-static 0.7 --disable-radix-cache",
     "mem 0.3": "--mem-fraction-static 0.3",
     "flashinfer": "--mem-fraction-static 0.7 --attention-backend flashinfer",
+    "no radix + batch tokenize": "--mem-fraction-static 0.7 --disable-radix-cache --enable-tokenizer-batch-encode",
 }
 SHAPES = ((16, 16), (64, 16), (32, 32))
 
@@ -63,7 +64,9 @@ def gpu_memory_mib() -> int | None:
     return int(out.stdout.split()[0])
 
 
-def measure(model: str, name: str, args: list[str], texts: list[str], timeout: float) -> dict[str, Any]:
+def measure(
+    model: str, name: str, args: list[str], texts: list[str], timeout: float, shapes: tuple[tuple[int, int], ...]
+) -> dict[str, Any]:
     row: dict[str, Any] = {"config": name, "args": " ".join(args)}
     start = time.perf_counter()
     try:
@@ -79,7 +82,7 @@ def measure(model: str, name: str, args: list[str], texts: list[str], timeout: f
             row["tokens"] = sum(sum(client.count_tokens(texts[i : i + 512])) for i in range(0, len(texts), 512))
         asyncio.run(raw_embed(server.base_url, server.model, texts[:512], 16, 16, "float"))  # warm-up
         rates = {}
-        for batch, conc in SHAPES:
+        for batch, conc in shapes:
             t0 = time.perf_counter()
             asyncio.run(raw_embed(server.base_url, server.model, texts, batch, conc, "float"))
             rates[f"{batch}x{conc}"] = row["tokens"] / (time.perf_counter() - t0)
@@ -104,6 +107,11 @@ def main() -> None:
     parser.add_argument("--config", action="append", default=None, metavar="NAME=ARGS", help="repeatable")
     parser.add_argument("--only", action="append", default=None, help="run these built-in configurations only")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--shapes",
+        default=",".join(f"{b}x{c}" for b, c in SHAPES),
+        help="request shapes BATCHxCONCURRENCY, comma-separated",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None, help="append the table here")
     args = parser.parse_args()
@@ -112,15 +120,15 @@ def main() -> None:
         configs = dict(c.split("=", 1) for c in args.config)
     else:
         configs = {k: v for k, v in CONFIGS.items() if not args.only or k in args.only}
+    shapes = tuple((int(b), int(c)) for b, c in (s.lower().split("x") for s in args.shapes.split(",")))
     texts = make_texts(args.n, args.seed)
     limit = compute_limit(args.model)
     print(f"compute limit: {limit:,.0f} tokens/s", flush=True)
     rows = []
     for name, extra in configs.items():
         # later arguments win in SGLang's argparse, so a configuration can override the common ones
-        rows.append(
-            measure(args.model, name, shlex.split(args.common) + shlex.split(extra), texts, args.startup_timeout)
-        )
+        argv = shlex.split(args.common) + shlex.split(extra)
+        rows.append(measure(args.model, name, argv, texts, args.startup_timeout, shapes))
     lines = [
         "| configuration | extra arguments | start s | GPU MiB | best tokens/s | of compute limit | per shape |",
         "|---|---|---|---|---|---|---|",
