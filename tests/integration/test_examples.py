@@ -38,7 +38,7 @@ def test_llama_index_rag_chroma(tmp_path: Path) -> None:
     out = run_example(
         "llama_index_rag_chroma.py", "--backend", "local", "--persist-dir", str(tmp_path / "db"), cwd=tmp_path
     )
-    assert "Indexed 80 passages" in out
+    assert "Indexed 270 passages" in out
     for source in ("eiffel", "bread", "sglang"):
         assert f"Sources: [{source}]" in out
 
@@ -55,3 +55,21 @@ def test_bulk_ingest(tmp_path: Path) -> None:
     args = [str(data), "--persist-dir", str(tmp_path / "db")]
     assert "300 embedded, 0 already stored" in run_example("bulk_ingest.py", *args, cwd=tmp_path)
     assert "0 embedded, 300 already stored" in run_example("bulk_ingest.py", *args, cwd=tmp_path)
+
+
+def test_cross_lingual(tmp_path: Path) -> None:
+    out = run_example("cross_lingual.py", "--backend", "local", cwd=tmp_path)
+    assert "Embedded 270 passages" in out
+    blocks = [b for b in out.split("\n[")[1:]]
+    assert len(blocks) == 10
+    for block in blocks:
+        arrow, *rest = block.splitlines()
+        hits = [line.split(". ", 1)[1].split(" ", 1)[0] for line in rest if line.startswith("    ")]
+        assert len(hits) == 3
+        # each question searches only the other language's passages
+        if arrow.startswith("zh -> en"):
+            assert not any(h.startswith("zh-") for h in hits), block
+        else:
+            assert all(h.startswith("zh-") for h in hits), block
+    assert "Answer in the top 3 of the other language's passages:" in out
+    assert "English-only: expect misses" in out  # the fallback says what it cannot show
