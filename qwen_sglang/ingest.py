@@ -247,6 +247,134 @@ def _batches(units: Iterable[Unit], max_chars: int, size: int, report: IngestRep
 
 
 # ------------------------------------------------------------------------------------ writing
+class _Target:
+    """Where chunks go. Subclasses adapt Chroma, LlamaIndex and LangChain vector stores."""
+
+    #: the store computes vectors itself (LangChain stores without ``add_embeddings``)
+    embeds_itself = False
+
+    def stored_width(self) -> int | None:
+        return None
+
+    def present(self, ids: list[str]) -> set[str]:
+        raise NotImplementedError
+
+    def write(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]], vectors: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def stale(self, sources: set[str], wanted: set[str]) -> list[str] | None:
+        """Stored ids of ``sources`` that are not ``wanted`` (``None``: the store cannot say)."""
+        return None
+
+    def delete(self, ids: list[str]) -> None:
+        raise NotImplementedError
+
+
+class _ChromaTarget(_Target):
+    def __init__(self, collection: Any) -> None:
+        self.collection = collection
+
+    def stored_width(self) -> int | None:
+        got = self.collection.get(limit=1, include=["embeddings"])
+        embeddings = got.get("embeddings")
+        if embeddings is None or len(embeddings) == 0:
+            return None
+        return len(embeddings[0])
+
+    def present(self, ids: list[str]) -> set[str]:
+        return set(self.collection.get(ids=ids, include=[])["ids"])
+
+    def write(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]], vectors: np.ndarray) -> None:
+        self.collection.upsert(ids=ids, embeddings=vectors, documents=texts, metadatas=metadatas)
+
+    def stale(self, sources: set[str], wanted: set[str]) -> list[str] | None:
+        stored = self.collection.get(where={"source": {"$in": sorted(sources)}}, include=[])
+        return [i for i in stored["ids"] if i not in wanted]
+
+    def delete(self, ids: list[str]) -> None:
+        self.collection.delete(ids=ids)
+
+
+class _LlamaIndexTarget(_Target):
+    """Any LlamaIndex vector store: nodes carry our vectors; ``get_nodes``/``delete_nodes`` with a
+    metadata filter find stored and stale chunks where the store implements them."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.can_get = True
+
+    def present(self, ids: list[str]) -> set[str]:
+        if not self.can_get:
+            return set()
+        try:
+            return {n.node_id for n in self.store.get_nodes(node_ids=ids)}
+        except NotImplementedError:
+            self.can_get = False
+            logger.warning("%s cannot look nodes up: reruns re-embed everything", type(self.store).__name__)
+            return set()
+
+    def write(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]], vectors: np.ndarray) -> None:
+        from llama_index.core.schema import TextNode
+
+        nodes = [
+            TextNode(id_=cid, text=text, metadata=meta, embedding=vec)
+            for cid, text, meta, vec in zip(ids, texts, metadatas, vectors.tolist(), strict=True)
+        ]
+        self.store.add(nodes)
+
+    def stale(self, sources: set[str], wanted: set[str]) -> list[str] | None:
+        if not self.can_get:
+            return None
+        from llama_index.core.vector_stores.types import FilterCondition, MetadataFilter, MetadataFilters
+
+        filters = MetadataFilters(
+            filters=[MetadataFilter(key="source", value=src) for src in sorted(sources)],
+            condition=FilterCondition.OR,
+        )
+        try:
+            stored = self.store.get_nodes(node_ids=None, filters=filters)
+        except NotImplementedError:
+            return None
+        return [n.node_id for n in stored if n.node_id not in wanted]
+
+    def delete(self, ids: list[str]) -> None:
+        self.store.delete_nodes(node_ids=ids)
+
+
+class _LangChainTarget(_Target):
+    """Any LangChain ``VectorStore``: ``get_by_ids`` finds stored chunks; vectors go in through
+    ``add_embeddings`` where the store has it, else the store embeds the texts itself with its
+    own embeddings object (give it a ``QwenSGLangEmbeddings``). The ``VectorStore`` interface has
+    no metadata query, so a changed file's old chunks cannot be found and stay (use Chroma
+    directly, or a LlamaIndex store, to have them replaced)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.embeds_itself = not hasattr(store, "add_embeddings")
+
+    def present(self, ids: list[str]) -> set[str]:
+        return {d.id for d in self.store.get_by_ids(ids) if d.id is not None}
+
+    def write(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]], vectors: np.ndarray) -> None:
+        if self.embeds_itself:
+            self.store.add_texts(texts, metadatas=metadatas, ids=ids)
+        else:
+            self.store.add_embeddings(list(zip(texts, vectors.tolist(), strict=True)), metadatas=metadatas, ids=ids)
+
+
+def _target(store: Any) -> _Target:
+    if hasattr(store, "get_nodes") and hasattr(store, "delete_nodes") and hasattr(store, "add"):
+        return _LlamaIndexTarget(store)
+    if hasattr(store, "get_by_ids") and hasattr(store, "add_texts"):
+        return _LangChainTarget(store)
+    if hasattr(store, "upsert") and hasattr(store, "get"):
+        return _ChromaTarget(store)
+    raise ConfigurationError(
+        f"store must be a Chroma collection, a LangChain VectorStore or a LlamaIndex vector store, "
+        f"not {type(store).__name__}"
+    )
+
+
 def _open_collection(persist_dir: str | Path, name: str) -> Any:
     import chromadb
 
@@ -257,19 +385,12 @@ def _open_collection(persist_dir: str | Path, name: str) -> Any:
         raise ConfigurationError(f"could not open Chroma collection {name!r} in {persist_dir}: {exc}") from None
 
 
-def _stored_width(collection: Any) -> int | None:
-    got = collection.get(limit=1, include=["embeddings"])
-    embeddings = got.get("embeddings")
-    if embeddings is None or len(embeddings) == 0:
-        return None
-    return len(embeddings[0])
-
-
 def ingest(
     paths: Sequence[str | Path],
     *,
     client: EmbeddingClient,
     collection: Any = None,
+    store: Any = None,
     persist_dir: str | Path | None = None,
     collection_name: str | None = None,
     max_chars: int = 2000,
@@ -277,16 +398,26 @@ def ingest(
     on_error: OnError = "report",
     show_progress: bool = True,
 ) -> IngestReport:
-    """Ingest ``paths`` into a Chroma collection (given, or opened from ``persist_dir``)."""
-    if collection is None:
+    """Ingest ``paths`` into a vector store, streaming, resumable and idempotent.
+
+    The destination is one of: ``collection`` (a Chroma collection), ``persist_dir`` +
+    ``collection_name`` (an embedded Chroma, opened or created), or ``store`` (a Chroma
+    collection, any LangChain ``VectorStore`` or any LlamaIndex vector store). Chroma and
+    LlamaIndex stores get the client's vectors and have a changed file's old chunks replaced.
+    LangChain stores get the vectors through ``add_embeddings`` where they have it and embed the
+    texts with their own embeddings object otherwise; the ``VectorStore`` interface has no
+    metadata query, so their changed files' old chunks are not removed (a warning says so).
+    """
+    if store is None and collection is None:
         if persist_dir is None or not collection_name:
-            raise ConfigurationError("give a Chroma collection, or persist_dir and collection_name")
+            raise ConfigurationError("give a store, a Chroma collection, or persist_dir and collection_name")
         collection = _open_collection(persist_dir, collection_name)
+    target = _target(store if store is not None else collection)
     if batch_size < 1:
         raise ConfigurationError("batch_size must be positive")
     report = IngestReport()
     started = time.monotonic()
-    width = _stored_width(collection)
+    width = target.stored_width()
     tokens_before = client.prompt_tokens
     progress: Any = None
     if show_progress:
@@ -296,30 +427,37 @@ def ingest(
 
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwen-sglang-ingest-writer")
     pending: Future[None] | None = None
+    warned: list[bool] = []
 
     def write(batch: _Batch, keep: list[int], vectors: np.ndarray) -> None:
         if keep:
-            collection.upsert(
-                ids=[batch.ids[i] for i in keep],
-                embeddings=vectors,
-                documents=[batch.texts[i] for i in keep],
-                metadatas=[batch.metadatas[i] for i in keep],
+            target.write(
+                [batch.ids[i] for i in keep],
+                [batch.texts[i] for i in keep],
+                [batch.metadatas[i] for i in keep],
+                vectors,
             )
         # Only now remove what the sources no longer produce (a changed file's old chunks).
-        stored = collection.get(where={"source": {"$in": sorted(batch.sources)}}, include=[])
-        wanted = set(batch.ids)
-        stale = [i for i in stored["ids"] if i not in wanted]
+        stale = target.stale(batch.sources, set(batch.ids))
+        if stale is None and not warned:
+            warned.append(True)
+            logger.warning(
+                "%s cannot list chunks by source: old chunks of changed files are not removed",
+                type(target).__name__.strip("_"),
+            )
         if stale:
-            collection.delete(ids=stale)
+            target.delete(stale)
             report.deleted += len(stale)
 
     try:
         for batch in _batches(iter_units(paths, report.problems, on_error), max_chars, batch_size, report):
-            present = set(collection.get(ids=batch.ids, include=[])["ids"])
+            present = target.present(batch.ids)
             keep = [i for i, cid in enumerate(batch.ids) if cid not in present]
             report.skipped += len(batch) - len(keep)
             vectors = np.empty((0, 0), dtype=np.float32)
-            if keep:
+            if keep and target.embeds_itself:
+                report.embedded += len(keep)  # the store's own embeddings object embeds them
+            elif keep:
                 vectors = client.embed([batch.texts[i] for i in keep], kind="document").vectors
                 if width is None:
                     width = vectors.shape[1]

@@ -188,3 +188,65 @@ def test_bad_collection_name_is_one_clear_line(server: ManagedServer, tmp_path: 
     out = run_ingest(server, tmp_path / "a.txt", tmp_path / "db", "c", "--no-progress")
     assert out.returncode == 1
     assert out.stderr.startswith("error: could not open Chroma collection 'c'") and "Traceback" not in out.stderr
+
+
+def test_llama_index_vector_store_is_resumable_and_replaces_changed_files(
+    server: ManagedServer, tmp_path: Path
+) -> None:
+    import chromadb
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    data = tmp_path / "data.jsonl"
+    ids = write_records(data, 300)
+    note = tmp_path / "note.md"
+    note.write_text("First version of the note. " * 5)
+    chroma = chromadb.PersistentClient(path=str(tmp_path / "db")).get_or_create_collection("llama-docs")
+    store = ChromaVectorStore(chroma_collection=chroma)
+    client = EmbeddingClient(base_url=server.base_url, model="x")
+
+    first = ingest([data, note], client=client, store=store, show_progress=False)
+    assert first.embedded == 301 and chroma.count() == 301
+    assert set(ids) <= set(chroma.get(include=[])["ids"])
+    stored = chroma.get(ids=ids[:3], include=["embeddings"])
+    order = [stored["ids"].index(i) for i in ids[:3]]
+    texts = [json.loads(line)["text"] for line in data.read_text().splitlines()[:3]]
+    np.testing.assert_allclose(np.array(stored["embeddings"])[order], client.embed_documents(texts), atol=TOL)
+
+    again = ingest([data, note], client=client, store=store, show_progress=False)
+    assert again.embedded == 0 and again.skipped == 301 and chroma.count() == 301
+
+    note.write_text("Second version, shorter.")
+    changed = ingest([data, note], client=client, store=store, show_progress=False)
+    assert changed.embedded == 1 and changed.deleted == 1 and chroma.count() == 301
+    assert "Second version" in str(chroma.get(where={"source": str(note.resolve().as_posix())})["documents"])
+
+
+def test_langchain_vector_store_is_resumable(
+    server: ManagedServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    from langchain_qwen_sglang import QwenSGLangEmbeddings
+
+    data = tmp_path / "data.jsonl"
+    ids = write_records(data, 120)
+    embeddings = QwenSGLangEmbeddings(base_url=server.base_url, model="x")
+    store = InMemoryVectorStore(embeddings)  # no add_embeddings: the store embeds with our class
+    client = EmbeddingClient(base_url=server.base_url, model="x")
+
+    with caplog.at_level("WARNING", logger="qwen_sglang.ingest"):
+        first = ingest([data], client=client, store=store, show_progress=False)
+    assert first.embedded == 120 and sorted(store.store) == sorted(ids)
+    assert "old chunks of changed files are not removed" in caplog.text
+    again = ingest([data], client=client, store=store, show_progress=False)
+    assert again.embedded == 0 and again.skipped == 120 and len(store.store) == 120
+    hit = store.similarity_search_by_vector(client.embed_documents([store.store[ids[7]]["text"]])[0], k=1)[0]
+    assert hit.id == ids[7]
+
+
+def test_unknown_store_is_refused(server: ManagedServer, tmp_path: Path) -> None:
+    from qwen_sglang.errors import ConfigurationError
+
+    client = EmbeddingClient(base_url=server.base_url, model="x")
+    with pytest.raises(ConfigurationError, match="LangChain VectorStore or a LlamaIndex vector store, not dict"):
+        ingest([tmp_path], client=client, store={}, show_progress=False)
