@@ -54,9 +54,11 @@ def python_blocks(markdown: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", markdown, flags=re.S)
 
 
+@pytest.mark.parametrize("readme", ["README.md", "README.zh-CN.md"])
 @pytest.mark.parametrize("which", ["langchain", "llama_index"])
 def test_readme_framework_snippets_run(
     which: str,
+    readme: str,
     server: ManagedServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -64,7 +66,7 @@ def test_readme_framework_snippets_run(
 ) -> None:
     blocks = [
         b
-        for b in python_blocks((REPO / "README.md").read_text())
+        for b in python_blocks((REPO / readme).read_text(encoding="utf-8"))
         if f"from {which}_qwen_sglang import" in b and "launch_server" not in b
     ]
     assert len(blocks) == 1
@@ -78,10 +80,11 @@ def test_readme_framework_snippets_run(
     assert code != blocks[0]
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, Any] = {}
-    exec(compile(code, f"README.md[{which}]", "exec"), namespace)
+    exec(compile(code, f"{readme}[{which}]", "exec"), namespace)
     printed = capsys.readouterr().out
     # a stored document came back (which one is semantics, which a random-weight model lacks)
-    assert "SGLang serves Qwen3-Embedding." in printed or "Chroma stores the vectors." in printed
+    stored = ("SGLang serves Qwen3-Embedding.", "Chroma stores the vectors.", "SGLang 部署", "Chroma 保存向量")
+    assert any(text in printed for text in stored), printed
 
 
 @pytest.mark.gpu
