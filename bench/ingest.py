@@ -33,6 +33,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from client_throughput import _installed  # noqa: E402
 
 CONTENDERS = ("qwen-sglang ingest", "from_documents + QwenSGLangEmbeddings", "from_documents + OpenAIEmbeddings")
 
@@ -179,14 +182,6 @@ def main() -> None:
                 f"(peak RSS = that process, Chroma included; the server not counted). Versions: {versions}\n\n"
                 f"{table}\n"
             )
-
-
-def _installed(name: str) -> bool:
-    try:
-        importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

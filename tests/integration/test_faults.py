@@ -19,21 +19,29 @@ from qwen_sglang.server import ManagedServer
 from tests.conftest import TOL, make_server
 
 
+def embed_in_background(
+    client: EmbeddingClient, texts: list[str]
+) -> tuple[threading.Thread, list[object], list[BaseException]]:
+    """Start ``client.embed_documents(texts)`` in a thread; its result or exception lands in the lists."""
+    result: list[object] = []
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            result.append(client.embed_documents(texts))
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    return worker, result, errors
+
+
 def test_server_killed_mid_call_raises_a_connection_error_and_returns_nothing(qwen_model_dir: Path) -> None:
     texts = [f"document {i} " + "word " * (i % 50) for i in range(5000)]
     with make_server(qwen_model_dir) as srv:
         client = EmbeddingClient(server=srv, batch_size=16, max_concurrency=2, max_retries=2, timeout=30)
-        result: list[object] = []
-        errors: list[BaseException] = []
-
-        def call() -> None:
-            try:
-                result.append(client.embed_documents(texts))
-            except BaseException as exc:
-                errors.append(exc)
-
-        worker = threading.Thread(target=call)
-        worker.start()
+        worker, result, errors = embed_in_background(client, texts)
         time.sleep(1.5)  # requests are in flight
         assert srv.pid is not None
         os.killpg(srv.pid, signal.SIGKILL)
@@ -66,17 +74,7 @@ def test_one_call_survives_a_server_restart_through_its_retries(qwen_model_dir: 
     client = EmbeddingClient(
         base_url=first.base_url, model="x", batch_size=16, max_concurrency=2, max_retries=12, timeout=30
     )
-    done: list[list[list[float]]] = []
-    errors: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            done.append(client.embed_documents(texts))
-        except BaseException as exc:
-            errors.append(exc)
-
-    worker = threading.Thread(target=call)
-    worker.start()
+    worker, done, errors = embed_in_background(client, texts)
     second: ManagedServer | None = None
     try:
         time.sleep(1.5)  # batches are in flight
