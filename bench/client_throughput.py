@@ -42,6 +42,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _server import add_server_args, open_server  # noqa: E402
 
 from qwen_sglang import EmbeddingClient  # noqa: E402
 from qwen_sglang.demo import load_corpus  # noqa: E402
@@ -142,11 +145,7 @@ def sweep(base_url: str, model: str, texts: list[str], fmt: str) -> tuple[int, i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--base-url")
-    src.add_argument("--serve", metavar="MODEL", help="start a managed server for this model")
-    parser.add_argument("--backend", choices=["local", "sglang"], default="local")
-    parser.add_argument("--model", default=None, help="model name to send (default: the served name)")
+    add_server_args(parser)
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -173,14 +172,8 @@ def main() -> None:
     args = parser.parse_args()
 
     with contextlib.ExitStack() as stack:
-        if args.serve:
-            from qwen_sglang.server import launch_server
-
-            opts: dict[str, Any] = {"extra_args": args.sglang_arg} if args.backend == "sglang" else {}
-            server = stack.enter_context(launch_server(args.serve, backend=args.backend, **opts))
-            base_url, model = server.base_url, args.model or server.model
-        else:
-            base_url, model = args.base_url.rstrip("/"), args.model or "default"
+        opts: dict[str, Any] = {"extra_args": args.sglang_arg} if args.backend == "sglang" else {}
+        base_url, model = open_server(stack, args, **opts)
         texts = make_texts(args.n, args.seed)
         probe = EmbeddingClient(base_url=base_url, model=model)
         counts = [c for i in range(0, len(texts), 512) for c in probe.count_tokens(texts[i : i + 512])]

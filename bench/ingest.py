@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _server import add_server_args, open_server  # noqa: E402
 from client_throughput import _installed  # noqa: E402
 
 CONTENDERS = ("qwen-sglang ingest", "from_documents + QwenSGLangEmbeddings", "from_documents + OpenAIEmbeddings")
@@ -94,11 +95,7 @@ def child(which: str, data: Path, persist: Path, base_url: str, model: str) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--base-url")
-    src.add_argument("--serve", metavar="MODEL", help="start a managed server for this model")
-    parser.add_argument("--backend", choices=["local", "sglang"], default="local")
-    parser.add_argument("--model", default=None, help="model name to send (default: the served name)")
+    add_server_args(parser)
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", action="append", default=None, choices=CONTENDERS)
@@ -114,13 +111,7 @@ def main() -> None:
 
     rows = []
     with contextlib.ExitStack() as stack:
-        if args.serve:
-            from qwen_sglang.server import launch_server
-
-            server = stack.enter_context(launch_server(args.serve, backend=args.backend))
-            base_url, model = server.base_url, args.model or server.model
-        else:
-            base_url, model = args.base_url.rstrip("/"), args.model or "default"
+        base_url, model = open_server(stack, args)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="qwen-sglang-bench-ingest-")))
         data = tmp / "docs.jsonl"
         write_docs(data, args.n, args.seed)

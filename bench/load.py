@@ -26,6 +26,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _server import add_server_args, open_server  # noqa: E402
 
 
 def percentiles(values: list[float]) -> str:
@@ -38,11 +41,7 @@ def percentiles(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--base-url")
-    src.add_argument("--serve", metavar="MODEL")
-    parser.add_argument("--backend", choices=["local", "sglang"], default="local")
-    parser.add_argument("--model", default=None)
+    add_server_args(parser)
     parser.add_argument("--callers", type=int, default=64)
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--threads", type=int, default=16)
@@ -53,13 +52,7 @@ def main() -> None:
     from langchain_qwen_sglang import QwenSGLangEmbeddings
 
     with contextlib.ExitStack() as stack:
-        if args.serve:
-            from qwen_sglang.server import launch_server
-
-            server = stack.enter_context(launch_server(args.serve, backend=args.backend))
-            base_url, model = server.base_url, args.model or server.model
-        else:
-            base_url, model = args.base_url.rstrip("/"), args.model or "default"
+        base_url, model = open_server(stack, args)
         emb = QwenSGLangEmbeddings(base_url=base_url, model=model)
         texts = [f"load text {i}: " + "token " * (i % 37) + f"end {i * 7919 % 1000}" for i in range(args.texts)]
         docs_ref = np.array(emb.embed_documents(texts))

@@ -1,0 +1,27 @@
+"""The server options every benchmark shares: ``--base-url URL`` or ``--serve MODEL``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from typing import Any
+
+
+def add_server_args(parser: argparse.ArgumentParser) -> None:
+    """``--base-url`` | ``--serve MODEL`` (exactly one), ``--backend`` and ``--model``."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--base-url", help="an embedding server that is already running")
+    src.add_argument("--serve", metavar="MODEL", help="start a managed server for this model")
+    parser.add_argument("--backend", choices=["local", "sglang"], default="local", help="for --serve")
+    parser.add_argument("--model", default=None, help="model name to send (default: the served name)")
+
+
+def open_server(stack: contextlib.ExitStack, args: argparse.Namespace, **options: Any) -> tuple[str, str]:
+    """Start the ``--serve`` server inside ``stack`` (or take ``--base-url``); return its URL and
+    the model name to send. ``options`` go to ``launch_server``."""
+    if args.serve:
+        from qwen_sglang.server import launch_server
+
+        server = stack.enter_context(launch_server(args.serve, backend=args.backend, **options))
+        return server.base_url, args.model or server.model
+    return args.base_url.rstrip("/"), args.model or "default"
