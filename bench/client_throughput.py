@@ -89,7 +89,10 @@ async def raw_embed(base_url: str, model: str, texts: list[str], batch: int, con
     return done
 
 
-def contenders(base_url: str, model: str, best: tuple[int, int, str]) -> dict[str, Callable[[list[str]], int]]:
+def contenders(
+    base_url: str, model: str, best: tuple[int, int, str], ours: dict[str, Any] | None = None
+) -> dict[str, Callable[[list[str]], int]]:
+    ours = ours or {}
     out: dict[str, Callable[[list[str]], int]] = {
         "raw": lambda t: asyncio.run(raw_embed(base_url, model, t, *best)),
     }
@@ -97,12 +100,12 @@ def contenders(base_url: str, model: str, best: tuple[int, int, str]) -> dict[st
         from langchain_qwen_sglang import QwenSGLangEmbeddings
         from llama_index_qwen_sglang import QwenSGLangEmbedding
     except ImportError:  # no frameworks here: measure the core they delegate to
-        core = EmbeddingClient(base_url=base_url, model=model)
+        core = EmbeddingClient(base_url=base_url, model=model, **ours)
         out["ours-core-sync"] = lambda t: len(core.embed_documents(t))
         out["ours-core-async"] = lambda t: len(asyncio.run(core.aembed_documents(t)))
     else:
-        ours_lc = QwenSGLangEmbeddings(base_url=base_url, model=model)
-        ours_li = QwenSGLangEmbedding(base_url=base_url, model=model)
+        ours_lc = QwenSGLangEmbeddings(base_url=base_url, model=model, **ours)
+        ours_li = QwenSGLangEmbedding(base_url=base_url, model=model, **ours)
         out["ours-langchain-sync"] = lambda t: len(ours_lc.embed_documents(t))
         out["ours-langchain-async"] = lambda t: len(asyncio.run(ours_lc.aembed_documents(t)))
         out["ours-llamaindex"] = lambda t: len(ours_li.get_text_embedding_batch(t))
@@ -165,6 +168,12 @@ def main() -> None:
         help="measure dense bf16 matmul TFLOP/s on this GPU and report tokens/s at that rate for the served model",
     )
     parser.add_argument(
+        "--ours-settings",
+        default=None,
+        metavar="JSON",
+        help="settings for our classes instead of the defaults, e.g. '{\"batch_size\": 1000}'",
+    )
+    parser.add_argument(
         "--model-dir", default=None, help="with --base-url: the served model's folder (--compute-limit)"
     )
     parser.add_argument("--json", type=Path, default=None, help="write all numbers here")
@@ -197,7 +206,8 @@ def main() -> None:
         print(f"  raw shape: batch={best[0]} concurrency={best[1]}")
         peers = {"langchain-openai", "llamaindex-openai-like"}
         runs: dict[str, list[tuple[float, float]]] = {}
-        table = contenders(base_url, model, best)
+        ours = json.loads(args.ours_settings) if args.ours_settings else None
+        table = contenders(base_url, model, best, ours)
         for fn in table.values():  # warm-up: connections, imports, first-call costs
             fn(texts[:64])
         for r in range(args.repeats):
@@ -258,6 +268,7 @@ def main() -> None:
                 f"\n### Client throughput, {meta['date']}\n\n`{meta['command']}`\n\n{len(texts)} texts, "
                 f"{tokens} tokens; raw generator: batch {best[0]}, concurrency {best[1]}, {fmt}; "
                 f"median of {args.repeats} interleaved rounds"
+                + (f"; our classes with `{args.ours_settings}`" if args.ours_settings else "")
                 + (f"; the peers ran on the first {args.peer_n} texts" if args.peer_n else "")
                 + ". Versions: "
                 + ", ".join(f"{k} {v}" for k, v in versions.items())

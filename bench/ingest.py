@@ -52,14 +52,14 @@ def write_docs(path: Path, n: int, seed: int) -> None:
             fh.write(json.dumps({"id": f"doc{i}", "text": f"[{i}] {text}", "metadata": {"n": i}}) + "\n")
 
 
-def child(which: str, data: Path, persist: Path, base_url: str, model: str) -> None:
+def child(which: str, data: Path, persist: Path, base_url: str, model: str, ingest_args: list[str]) -> None:
     """Run one contender in this process and print its numbers as JSON."""
     start = time.perf_counter()
     if which == CONTENDERS[0]:
         from qwen_sglang.cli import main
 
         argv = ["ingest", str(data), "--collection", "bench", "--persist-dir", str(persist)]
-        code = main([*argv, "--base-url", base_url, "--model", model, "--no-progress"])
+        code = main([*argv, "--base-url", base_url, "--model", model, "--no-progress", *ingest_args])
         assert code == 0
     else:
         from langchain_chroma import Chroma
@@ -101,12 +101,18 @@ def main() -> None:
     parser.add_argument("--only", action="append", default=None, choices=CONTENDERS)
     parser.add_argument("--markdown", type=Path, default=None, help="append the table here")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here (bench/report.py reads it)")
+    parser.add_argument(
+        "--ingest-arg",
+        action="append",
+        default=[],
+        help="extra argument for the `qwen-sglang ingest` contender (repeatable), e.g. --ingest-arg=--batch",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--persist", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.data, args.persist, args.base_url, args.model)
+        child(args.child, args.data, args.persist, args.base_url, args.model, args.ingest_arg)
         return
 
     rows = []
@@ -131,7 +137,7 @@ def main() -> None:
                 "--persist",
                 str(tmp / str(len(rows))),
             ]
-            cmd += ["--base-url", base_url, "--model", model]
+            cmd += ["--base-url", base_url, "--model", model, *(f"--ingest-arg={a}" for a in args.ingest_arg)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if out.returncode != 0:
                 print(f"{which} failed:\n{out.stderr[-2000:]}", flush=True)

@@ -140,6 +140,8 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("--chunk-chars", type=int, default=2000, help="largest chunk, in characters (default 2000)")
     i.add_argument("--batch", type=int, default=256, help="chunks per write batch (default 256)")
     i.add_argument("--max-concurrency", type=int, default=8, help="embedding requests in flight (default 8)")
+    i.add_argument("--request-size", type=int, default=None, help="most texts per embedding request (default 32)")
+    i.add_argument("--request-tokens", type=int, default=None, help="token budget per embedding request (default 8192)")
     i.add_argument(
         "--on-error",
         choices=["report", "fail"],
@@ -209,8 +211,13 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from qwen_sglang.ingest import ingest
 
     kwargs = _client_kwargs(args) | {"max_concurrency": args.max_concurrency}
-    if args.dimensions is not None:
-        kwargs["dimensions"] = args.dimensions
+    for option, name in (
+        ("dimensions", "dimensions"),
+        ("request_size", "batch_size"),
+        ("request_tokens", "max_batch_tokens"),
+    ):
+        if getattr(args, option) is not None:
+            kwargs[name] = getattr(args, option)
     with EmbeddingClient(**kwargs) as client:
         report = ingest(
             args.paths,

@@ -186,6 +186,9 @@ class ManagedServer:
     """
 
     backend: str = "?"
+    #: Client settings that suit this backend better than the package defaults; a client made
+    #: with ``server=`` uses them unless they are given explicitly.
+    client_defaults: Mapping[str, Any] = {}
 
     def __init__(
         self,
@@ -609,6 +612,10 @@ class LocalEmbeddingServer(ManagedServer):
     """
 
     backend = "local"
+    #: The local backend is fastest with a few large requests: on CPU it pads and runs what one
+    #: request brings, and small concurrent requests compete with it for the same cores (0.78 of
+    #: the raw limit with the GPU-tuned defaults, 0.92-0.95 with these; docs/benchmarks.md).
+    client_defaults: Mapping[str, Any] = {"batch_size": 1000, "max_batch_tokens": 1_000_000, "max_concurrency": 1}
 
     def __init__(
         self,

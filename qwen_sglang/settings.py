@@ -172,7 +172,8 @@ class QwenSGLangSettings(BaseModel):
 
     server: Any = Field(default=None, exclude=True, repr=False)
     """A managed server (:class:`qwen_sglang.SGLangServer`, :class:`qwen_sglang.LocalEmbeddingServer`);
-    its URL, key and model name are used unless given explicitly."""
+    its URL, key and model name are used unless given explicitly, and so are the request sizes
+    that suit its backend (``server.client_defaults``: large requests for the local backend)."""
 
     @field_validator("query_instruction")
     @classmethod
@@ -189,6 +190,9 @@ class QwenSGLangSettings(BaseModel):
                     data[name] = getattr(srv, name)
             if data.get("api_key") is None and getattr(srv, "api_key", None) is not None:
                 data["api_key"] = srv.api_key
+            for name, value in getattr(srv, "client_defaults", {}).items():
+                if data.get(name) is None:
+                    data[name] = value
         return data
 
     @model_validator(mode="after")

@@ -221,3 +221,28 @@ def test_api_key_printed_by_the_child_is_masked_in_the_log() -> None:
     text = srv.log_path.read_text()
     assert "server_args" in text and "sk-printed-by-child-31337" not in text
     assert "sk-printed-by-child-31337" not in str(info.value)
+
+
+def test_a_client_made_from_a_server_gets_the_request_sizes_of_its_backend(server: ManagedServer) -> None:
+    import numpy as np
+
+    from langchain_qwen_sglang import QwenSGLangEmbeddings
+    from qwen_sglang import EmbeddingClient
+
+    texts = [f"sized text {i} " + "word " * (i % 30) for i in range(300)]
+    reference = np.array(EmbeddingClient(base_url=server.base_url, model=server.model).embed_documents(texts))
+    made = EmbeddingClient(server=server)
+    if BACKEND == "local":  # few large requests: what the local backend is fastest with
+        assert (made.settings.batch_size, made.settings.max_batch_tokens, made.settings.max_concurrency) == (
+            1000,
+            1_000_000,
+            1,
+        )
+    else:  # SGLang keeps the package defaults (measured best on a GPU)
+        assert (made.settings.batch_size, made.settings.max_concurrency) == (32, 8)
+    # explicit settings win, in the core and in the adapters
+    assert EmbeddingClient(server=server, batch_size=16).settings.batch_size == 16
+    assert QwenSGLangEmbeddings(server=server, max_concurrency=4).max_concurrency == 4
+    np.testing.assert_allclose(
+        np.array(made.embed_documents(texts)), reference, atol=1e-5 if BACKEND == "local" else 2e-2
+    )

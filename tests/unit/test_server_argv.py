@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,7 +148,7 @@ def test_cli_dry_run_prints_the_sglang_command_with_key_masked() -> None:
 
 
 def test_cli_help_for_every_command() -> None:
-    for command in ([], ["serve"], ["embed"], ["doctor"]):
+    for command in ([], ["serve"], ["embed"], ["doctor"], ["ingest"], ["eval"], ["demo"]):
         out = subprocess.run(
             [sys.executable, "-m", "qwen_sglang", *command, "--help"], capture_output=True, text=True, check=False
         )
@@ -173,3 +174,23 @@ def test_auto_picked_sglang_ports_leave_room_for_the_derived_grpc_port() -> None
 
     for _ in range(20):
         assert SGLangServer("/m").port <= MAX_SGLANG_PORT
+
+
+def test_ingest_request_size_options_reach_the_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import qwen_sglang.ingest
+    from qwen_sglang.cli import main
+    from qwen_sglang.ingest import IngestReport
+
+    seen: dict[str, object] = {}
+
+    def fake_ingest(paths: object, *, client: object, **kwargs: object) -> IngestReport:
+        seen["settings"] = client.settings  # type: ignore[attr-defined]
+        return IngestReport()
+
+    monkeypatch.setattr(qwen_sglang.ingest, "ingest", fake_ingest)
+    argv = ["ingest", str(tmp_path), "--collection", "docs", "--persist-dir", str(tmp_path / "db")]
+    assert main([*argv, "--request-size", "1000", "--request-tokens", "1000000", "--max-concurrency", "1"]) == 0
+    settings = seen["settings"]
+    assert (settings.batch_size, settings.max_batch_tokens, settings.max_concurrency) == (1000, 1_000_000, 1)  # type: ignore[attr-defined]
+    assert main(argv) == 0
+    assert (seen["settings"].batch_size, seen["settings"].max_batch_tokens) == (32, 8192)  # type: ignore[attr-defined]
