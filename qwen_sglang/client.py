@@ -23,7 +23,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -46,6 +46,12 @@ from qwen_sglang.errors import (
 )
 from qwen_sglang.instructions import format_query
 from qwen_sglang.settings import QwenSGLangSettings, validate_dimensions
+
+_orjson_loads: Callable[[bytes], Any] | None
+try:  # optional speed-up (a dependency on CPython); the standard library is the fallback
+    from orjson import loads as _orjson_loads
+except ImportError:  # pragma: no cover - PyPy, or installed without it
+    _orjson_loads = None
 
 __all__ = ["EmbeddingClient", "EmbeddingResult", "Kind"]
 
@@ -514,7 +520,7 @@ class EmbeddingClient:
             if isinstance(result, httpx.Response):
                 if result.status_code < 400:
                     try:
-                        return result.json() if result.content else None
+                        return _decode_json(result.content) if result.content else None
                     except ValueError:
                         raise MalformedResponseError(
                             f"{url} answered {result.status_code} with a body that is not JSON: {result.text[:200]!r}",
@@ -849,6 +855,20 @@ def _retry_after(response: httpx.Response) -> float | None:
     if not math.isfinite(seconds):
         return None
     return min(max(seconds, 0.0), _RETRY_AFTER_MAX)
+
+
+def _decode_json(content: bytes) -> Any:
+    """JSON answer bodies, with orjson where installed: parsing the floats of a JSON answer is
+    most of the client's CPU time when the server sends no base64 (SGLang < 0.5.17), and orjson
+    does it ~6x faster than the standard library. What orjson refuses (bare NaN tokens, which
+    Python servers write, or non-UTF-8 text) goes to the standard library, so every body is read
+    as before and bad values still get their specific error."""
+    if _orjson_loads is not None:
+        try:
+            return _orjson_loads(content)
+        except ValueError:
+            pass
+    return json.loads(content)
 
 
 def _server_message(response: httpx.Response) -> tuple[str, Any]:

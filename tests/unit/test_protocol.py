@@ -385,3 +385,26 @@ def test_server_without_tokenize_still_embeds_long_texts(use_async: bool) -> Non
     tokenize_calls = [h for h, p in zip(rec.headers, rec.requests, strict=True) if "prompt" in p]
     assert len(tokenize_calls) == 1  # tried once, then remembered
     assert rec.requests[-1]["input"] == [long_text]
+
+
+@both
+def test_json_bodies_read_the_same_with_and_without_orjson(use_async: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import qwen_sglang.client as client_module
+
+    assert client_module._orjson_loads is not None  # a CPython dependency: the fast path is the one in use
+    floats = json.dumps(ok_body(3)).encode()
+    rec = Recorder(lambda r, p: httpx.Response(200, content=floats, headers={"content-type": "application/json"}))
+    fast = embed(make_client(rec, encoding_format="float"), ["a", "b", "c"], use_async)
+    monkeypatch.setattr(client_module, "_orjson_loads", None)
+    slow = embed(make_client(rec, encoding_format="float"), ["a", "b", "c"], use_async)
+    assert fast == slow
+    np.testing.assert_allclose(fast, [vec(i) for i in range(3)], atol=1e-7)
+
+
+@both
+def test_bare_nan_tokens_are_named_as_such_not_as_bad_json(use_async: bool) -> None:
+    # orjson refuses bare NaN tokens; the standard library reads them and the value check names them
+    body = json.dumps(MALFORMED["nan"](2)).encode()
+    rec = Recorder(lambda r, p: httpx.Response(200, content=body, headers={"content-type": "application/json"}))
+    with pytest.raises(MalformedResponseError, match="NaN or infinite"):
+        embed(make_client(rec), ["a", "b"], use_async)
