@@ -26,7 +26,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -126,30 +125,14 @@ def cuda_visible() -> bool:
 
 
 def _diagnose(log: str) -> str | None:
-    """Recognise common start failures in a server log."""
-    checks = [
-        (r"address already in use|errno 98", "the port is already in use: pick another port or stop the other server"),
-        (r"no module named '?sglang", "sglang is not installed for this Python: pip install 'qwen-sglang[sglang]'"),
-        (
-            r"out of memory|outofmemoryerror|not enough memory",
-            "the GPU ran out of memory: lower mem_fraction_static or context_length, or free the GPU",
-        ),
-        (
-            r"does not exist|not a local folder|repository not found|repositorynotfound|no such file|"
-            r"is not a valid model identifier|modelnotavailable|could not be downloaded|holds no model",
-            "the model could not be found: check model_path (a local directory or a downloadable model id)",
-        ),
-        (r"unrecognized arguments", "SGLang rejected a flag: see WRONG_FLAGS and extra_args"),
-        (
-            r"no cuda gpus are available|found no nvidia driver|cuda driver",
-            "no usable CUDA GPU: use the local backend on CPU",
-        ),
-    ]
-    lowered = log.lower()
-    for pattern, meaning in checks:
-        if re.search(pattern, lowered):
-            return meaning
-    return None
+    """Recognise common start failures in a server log (``qwen_sglang.probe.LOG_SIGNATURES``)."""
+    from qwen_sglang.probe import diagnose_log
+
+    found = diagnose_log(log)
+    if not found:
+        return None
+    what = found[0].value.split("\n", 1)[0]
+    return f"{what}: {found[0].fix}"
 
 
 def _pump_output(stream: Any, log_file: Any, secrets: list[bytes], ring: collections.deque[str]) -> None:

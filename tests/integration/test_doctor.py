@@ -1,0 +1,102 @@
+"""`qwen-sglang doctor` names each fault of the troubleshooting page, with its fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qwen_sglang import ServerStartError
+from qwen_sglang.probe import diagnose_log, probe_server
+from qwen_sglang.server import LocalEmbeddingServer, ManagedServer
+from tests.integration.broken_servers import broken_server
+
+
+def doctor(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qwen_sglang", "doctor", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize(
+    ("fault", "says"),
+    [
+        ("identical", "two different texts got the same vector"),
+        ("batch-dependent", "a text's vector changes with its batch"),
+        ("zero", "all-zero vectors for non-empty texts"),
+        ("nan", "NaN or infinite values"),
+    ],
+)
+def test_doctor_names_broken_vectors(fault: str, says: str) -> None:
+    with broken_server(fault) as url:  # type: ignore[arg-type]
+        out = doctor("--base-url", url)
+    assert out.returncode == 1, out.stdout
+    text = flat(out.stdout)
+    assert f"FAIL vectors {says}" in text
+    assert "fix:" in text.split("FAIL vectors", 1)[1]
+
+
+def test_doctor_compares_the_configured_model_with_the_served_one(server: ManagedServer) -> None:
+    wrong = doctor("--base-url", server.base_url, "--model", "Qwen/Qwen3-Embedding-4B")
+    assert wrong.returncode == 1
+    assert "FAIL configured model Qwen/Qwen3-Embedding-4B makes 2560-d vectors; this server makes 128-d" in flat(
+        wrong.stdout
+    )
+    right = doctor("--base-url", server.base_url, "--model", server.model)
+    assert right.returncode == 0, right.stdout
+    assert "OK configured model" in flat(right.stdout)
+
+
+def test_doctor_reports_empty_input_and_speed(server: ManagedServer) -> None:
+    report = probe_server(server.base_url)
+    rows = {c.name: c for c in report.checks}
+    assert rows["empty input"].status == "info" and rows["empty input"].value.startswith("400")
+    assert rows["vectors"].status == "ok"
+    speed = rows["speed"]
+    assert "vectors/s" in speed.value
+    if (report.version or "").startswith("qwen-sglang-local"):
+        assert speed.status == "info" and "--request-size 1000" in speed.fix
+
+
+@pytest.mark.parametrize(
+    ("line", "cause"),
+    [
+        ("RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.", "did not fit in"),
+        (
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity "
+            "of 23.55 GiB of which 1.12 GiB is free.",
+            "CUDA ran out of memory outside the reserved pool",
+        ),
+        ("OSError: [Errno 98] error while attempting to bind on address: address already in use", "port"),
+        ("launch_server.py: error: unrecognized arguments: --max-num-batched-tokens 8192", "rejected a flag"),
+        ("RuntimeError: No CUDA GPUs are available", "no usable CUDA GPU"),
+    ],
+)
+def test_log_signatures(line: str, cause: str) -> None:
+    found = diagnose_log("[2026-11-25 10:00:00] loading weights\n" + line + "\nexiting\n")
+    assert len(found) == 1 and found[0].status == "fail"
+    assert cause in found[0].value and line[:60] in found[0].value
+    assert found[0].fix
+    assert diagnose_log("[2026-11-25] The server is fired up and ready to roll!") == []
+
+
+def test_doctor_reads_the_log_of_a_server_that_could_not_find_its_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a real failed start: a hub id where no hub can be reached
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    srv = LocalEmbeddingServer("Qwen/Qwen3-Embedding-0.6B", log_path=tmp_path / "server.log", startup_timeout=120)
+    with pytest.raises(ServerStartError, match="could not be found") as info:
+        srv.start()
+    assert info.value.log_path
+    out = doctor("--base-url", srv.base_url, "--log", info.value.log_path, "--timeout", "2")
+    assert out.returncode == 1
+    text = flat(out.stdout)
+    assert "FAIL reachable" in text and "FAIL start log the model could not be found or downloaded" in text
