@@ -27,6 +27,7 @@ from qwen_sglang.errors import (
 )
 from qwen_sglang.instructions import DEFAULT_TASK, TASKS, format_query
 from qwen_sglang.presets import PRESETS, ModelPreset, find_preset
+from qwen_sglang.server import LocalEmbeddingServer, ManagedServer, SGLangServer, launch_server
 from qwen_sglang.settings import QwenSGLangSettings
 
 __all__ = [
@@ -43,7 +44,9 @@ __all__ = [
     "InputTypeError",
     "InternalServerError",
     "InvalidInputError",
+    "LocalEmbeddingServer",
     "MalformedResponseError",
+    "ManagedServer",
     "ModelNotAvailableError",
     "ModelPreset",
     "NotFoundError",
@@ -52,9 +55,11 @@ __all__ = [
     "QwenSGLangSettings",
     "RateLimitError",
     "RequestTooLargeError",
+    "SGLangServer",
     "ServerStartError",
     "TASKS",
     "__version__",
     "find_preset",
     "format_query",
+    "launch_server",
 ]

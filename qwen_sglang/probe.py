@@ -120,10 +120,12 @@ class ServerReport:
         wrap = max(40, 100 - len(pad))
         lines = [f"qwen-sglang doctor: {self.base_url}", ""]
         for c in self.checks:
-            body = [w for part in c.value.split("\n") for w in textwrap.wrap(part, wrap) or [""]]
+            body = [
+                w for part in c.value.split("\n") for w in textwrap.wrap(part, wrap, break_on_hyphens=False) or [""]
+            ]
             if c.fix and c.status in ("warn", "fail", "info"):
                 label = "note" if c.status == "info" else "fix"
-                body += textwrap.wrap(f"{label}: {c.fix}", wrap, subsequent_indent="  ")
+                body += textwrap.wrap(f"{label}: {c.fix}", wrap, subsequent_indent="  ", break_on_hyphens=False)
             lines.append(f"  {marks[c.status]:<5} {c.name:<{width}}  {body[0]}")
             lines.extend(pad + b for b in body[1:])
         lines.append("")

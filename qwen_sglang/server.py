@@ -23,6 +23,7 @@ import atexit
 import collections
 import contextlib
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -678,11 +679,19 @@ def launch_server(
 
     ``backend="auto"`` picks SGLang when it is importable and a CUDA GPU is visible, otherwise
     the local backend, and logs which and why. Options are those of :class:`SGLangServer` or
-    :class:`LocalEmbeddingServer`.
+    :class:`LocalEmbeddingServer`; with ``"auto"``, options the chosen backend does not have (GPU
+    tuning such as ``mem_fraction_static`` on the CPU backend) are left out and logged, so one call
+    works on both kinds of machine. With an explicit backend they are an error.
     """
     if backend == "auto":
         backend, why = choose_backend()
         logger.info("backend=auto chose the %s backend: %s", backend, why)
+        cls = SGLangServer if backend == "sglang" else LocalEmbeddingServer
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        dropped = sorted(k for k in options if k not in accepted)
+        if dropped:
+            logger.info("the %s backend has no %s: left out", backend, ", ".join(dropped))
+            options = {k: v for k, v in options.items() if k in accepted}
     server: ManagedServer
     if backend == "sglang":
         server = SGLangServer(model, **options)

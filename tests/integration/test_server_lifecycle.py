@@ -105,6 +105,12 @@ def test_auto_backend_picks_local_without_a_gpu(qwen_model_dir: Path) -> None:
         pytest.skip("a GPU is visible here")
     srv = launch_server(qwen_model_dir, start=False)
     assert isinstance(srv, LocalEmbeddingServer)
+    # the README's one call for both machines: GPU tuning is left out on CPU with auto...
+    srv = launch_server(qwen_model_dir, start=False, mem_fraction_static=0.3, attention_backend="triton", port=31234)
+    assert isinstance(srv, LocalEmbeddingServer) and srv.port == 31234
+    # ...and is an error when the backend is named
+    with pytest.raises(TypeError, match="mem_fraction_static"):
+        launch_server(qwen_model_dir, "local", start=False, mem_fraction_static=0.3)
 
 
 def test_ctrl_c_on_the_cli_leaves_nothing_behind(qwen_model_dir: Path, tmp_path: Path) -> None:
