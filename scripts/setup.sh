@@ -18,6 +18,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade "pip>=25.1"
 "$VENV/bin/python" -m pip install -q "$TORCH_SPEC"
-# The project with every extra but sglang (GPU only), plus the test and lint groups.
-"$VENV/bin/python" -m pip install -q -e ".[all]" --group test --group lint "langchain-openai>=1.0,<2"
+# The project with every extra but sglang (GPU only), plus the test, lint and docs groups.
+"$VENV/bin/python" -m pip install -q -e ".[all]" --group test --group lint --group docs "langchain-openai>=1.0,<2"
 echo "ready: $VENV (try: $VENV/bin/qwen-sglang demo)"

@@ -122,7 +122,7 @@ def console_steps(code: str) -> list[tuple[str, str]]:
             cmd = line[2:]
             while cmd.endswith("\\") and i + 1 < len(lines):
                 i += 1
-                cmd = cmd[:-1] + " " + lines[i].strip()
+                cmd = cmd[:-1].rstrip() + " " + lines[i].strip()
             steps.append((cmd, []))
         elif steps:
             steps[-1][1].append(line)

@@ -1,0 +1,91 @@
+"""The docs-test machinery (tests/docs_blocks.py), and the Chinese pages kept in step with the English ones."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.docs_blocks import adapt, console_steps, output_matches, parse_blocks
+
+
+def test_blocks_directives_and_hidden_setup(tmp_path: Path) -> None:
+    page = tmp_path / "p.md"
+    page.write_text(
+        "Text.\n\n<!-- docs-test: skip: needs a GPU -->\n```bash\nqwen-sglang serve\n```\n\n"
+        "<!-- docs-test: setup\nx = 1\n-->\n```python\nprint(x)\n```\n\n"
+        "<!-- docs-test: server=none -->\nA paragraph in between.\n\n```console\n$ echo hi\nhi\n```\n\n"
+        "- item\n\n  ```py\n  y = 2\n  ```\n\n```text\nnot code\n```\n",
+        encoding="utf-8",
+    )
+    blocks = parse_blocks(page)
+    assert [(b.lang, b.line) for b in blocks] == [
+        ("bash", 4),
+        ("python", 11),
+        ("console", 18),
+        ("py", 25),
+        ("text", 29),
+    ]
+    assert blocks[0].directive("skip") == "needs a GPU" and blocks[0].directive("gpu") is None
+    assert blocks[1].setup == "x = 1" and blocks[1].code == "print(x)\n"
+    assert blocks[2].directives == []  # a paragraph between directive and fence cancels it
+    assert blocks[3].code == "y = 2\n"  # indentation of a list item removed
+    assert [b.runnable for b in blocks] == [True, True, True, True, False]
+
+
+def test_console_steps_and_output_matching() -> None:
+    steps = console_steps("$ qwen-sglang doctor \\\n    --base-url X\nline one\n  OK    a   b\n$ true\n")
+    assert steps == [("qwen-sglang doctor --base-url X", "line one\n  OK    a   b"), ("true", "")]
+    assert output_matches("OK a b", "  OK    a\n   b  ")
+    assert output_matches("start\n...\nend", "start\nmiddle\nlines\nend\n")
+    assert output_matches("speed ... vectors/s", "speed 1365 vectors/s")
+    assert not output_matches("speed ... vectors/s", "speed 1365 texts/s")
+    assert not output_matches("OK vectors", "FAIL vectors")
+    assert output_matches("", "anything")
+
+
+def test_adapt_points_blocks_at_the_test_server() -> None:
+    code = (
+        'QwenSGLangEmbeddings(base_url="http://127.0.0.1:30000/v1", model="Qwen/Qwen3-Embedding-4B", dimensions=1024)\n'
+        "qwen-sglang serve --model /models/Qwen3-Embedding-0.6B --dimensions 64 --dimensions 2560,1024,256\n"
+        "evaluate(data, dimensions=[2560, 1024, 256])\n"
+    )
+    out = adapt(code, lang="python", root_url="http://127.0.0.1:5555", model_dir="/m/test")
+    assert out == (
+        'QwenSGLangEmbeddings(base_url="http://127.0.0.1:5555/v1", model="/m/test", dimensions=64)\n'
+        "qwen-sglang serve --model /m/test --dimensions 64 --dimensions 128,112,96\n"
+        "evaluate(data, dimensions=[128, 112, 96])\n"
+    )
+    # console blocks keep model names: their output is what is shown
+    assert "Qwen/Qwen3-Embedding-4B" in adapt(code, lang="console", root_url="u", model_dir="/m")
+
+
+ZH_PAGES = sorted((REPO / "docs").rglob("*.zh.md"))
+
+
+def _skeleton(path: Path) -> tuple[list[tuple[str, str, list[str], str]], int, set[str]]:
+    text = path.read_text(encoding="utf-8")
+    blocks = [(b.lang, b.code, b.directives, b.setup) for b in parse_blocks(path)]
+    sections = len(re.findall(r"^## ", text, flags=re.M))
+    anchors = set(re.findall(r"\{#([\w-]+)\}", text))
+    return blocks, sections, anchors
+
+
+def test_there_are_chinese_pages() -> None:
+    names = {p.name for p in ZH_PAGES}
+    assert {"quickstart.zh.md", "server.zh.md", "troubleshooting.zh.md"} <= names
+
+
+@pytest.mark.parametrize("zh", ZH_PAGES, ids=[p.name for p in ZH_PAGES])
+def test_chinese_page_is_in_step_with_the_english_one(zh: Path) -> None:
+    en = zh.with_name(zh.name.replace(".zh.md", ".md"))
+    assert en.exists(), f"{zh.name} has no English page"
+    en_blocks, en_sections, en_anchors = _skeleton(en)
+    zh_blocks, zh_sections, zh_anchors = _skeleton(zh)
+    # the same code, directives and hidden setup, in the same order: a change to one page's code
+    # must be made to the other
+    assert zh_blocks == en_blocks, f"{zh.name}: code blocks differ from {en.name}"
+    assert zh_sections == en_sections, f"{zh.name}: {zh_sections} sections, {en.name} has {en_sections}"
+    assert en_anchors <= zh_anchors, f"{zh.name} lacks anchors {en_anchors - zh_anchors}"
