@@ -47,6 +47,17 @@ def qwen_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def qwen_model_dir_bf16() -> Path:
+    """The test model's shape saved in bf16, as released Qwen3-Embedding checkpoints are: what
+    SGLang's ``dtype="auto"`` serves without a ``dtype`` argument (an fp32 checkpoint does not start)."""
+    from qwen_sglang.testing.models import build_qwen3_embedding_model
+
+    return _build_once(
+        "Qwen3-Embedding-test-bf16", lambda p: build_qwen3_embedding_model(p, shape="small", dtype="bfloat16")
+    )
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The real all-MiniLM-L6-v2 (384-d, mean pooling) from PyPI."""
     from qwen_sglang.testing.models import minilm_model_path

@@ -9,6 +9,8 @@ a fence, invisible on GitHub and in the built site, steers the block:
     not run; the test is reported as skipped with REASON.
 ``<!-- docs-test: gpu -->``
     needs SGLang on a CUDA GPU: run when ``QWEN_SGLANG_TEST_BACKEND=sglang``, skipped otherwise.
+``<!-- docs-test: local -->``
+    shows the local CPU backend's own output: skipped when the suite runs against SGLang.
 ``<!-- docs-test: server=NAME -->``
     run against another server of the test suite (``no-matryoshka``, ``none`` for a closed port,
     ``broken-identical``... see test_docs.py) instead of the default one.

@@ -107,13 +107,16 @@ def test_docs_code_block(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
-    qwen_model_dir: Path,
 ) -> None:
     reason = block.directive("skip")
     if reason is not None:
         pytest.skip(reason or "marked skip")
     if block.directive("gpu") is not None and BACKEND != "sglang":
         pytest.skip("needs SGLang on a CUDA GPU: runs with QWEN_SGLANG_TEST_BACKEND=sglang")
+    if block.directive("local") is not None and BACKEND != "local":
+        pytest.skip("shows the local CPU backend's output")
+    # names in blocks become the test model; on SGLang its bf16 copy, as released checkpoints are
+    model_dir = request.getfixturevalue("qwen_model_dir_bf16" if BACKEND == "sglang" else "qwen_model_dir")
     page = _page(block, tmp_path_factory)
     monkeypatch.chdir(page.cwd)
     target = block.directive("write")
@@ -124,7 +127,7 @@ def test_docs_code_block(
     with ExitStack() as stack:
         root = _server_root(block.directive("server") or "default", request, stack)
         monkeypatch.setenv("QWEN_SGLANG_BASE_URL", root + "/v1")
-        monkeypatch.setenv("QWEN_SGLANG_MODEL", str(qwen_model_dir))
+        monkeypatch.setenv("QWEN_SGLANG_MODEL", str(model_dir))
         # the page's earlier Python blocks first, when this block runs alone
         for earlier in BLOCKS:
             if (
@@ -134,10 +137,11 @@ def test_docs_code_block(
                 and (earlier.lang in ("python", "py") or earlier.directive("write"))
                 and earlier.directive("skip") is None
                 and (earlier.directive("gpu") is None or BACKEND == "sglang")
+                and (earlier.directive("local") is None or BACKEND == "local")
             ):
                 if earlier.directive("write"):
                     (page.cwd / str(earlier.directive("write"))).write_text(earlier.code, encoding="utf-8")
                     page.ran.add(earlier.line)
                 else:
-                    _run(earlier, page, root, str(qwen_model_dir))
-        _run(block, page, root, str(qwen_model_dir))
+                    _run(earlier, page, root, str(model_dir))
+        _run(block, page, root, str(model_dir))
