@@ -66,6 +66,11 @@ LOG_SIGNATURES: list[tuple[str, str, str]] = [
         "no usable CUDA GPU",
         "use the local backend on CPU (qwen-sglang serve --backend local)",
     ),
+    (  # last: optional imports can log this beside the real cause
+        r"modulenotfounderror: no module named",
+        "a Python module the server imports is missing",
+        "install it into the server's environment (a normal pip install of sglang brings its dependencies)",
+    ),
 ]
 
 

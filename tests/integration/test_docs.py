@@ -66,9 +66,20 @@ def _server_root(name: str, request: pytest.FixtureRequest, stack: ExitStack) ->
     raise AssertionError(f"unknown server {name!r} in a docs-test directive")
 
 
+def _shims(page: Page) -> Path:
+    """``qwen-sglang`` and ``python`` as this interpreter runs them: the checkout's CLI, installed or not."""
+    shims = page.cwd.parent / f"{page.cwd.name}-bin"
+    if not shims.exists():
+        shims.mkdir()
+        for name, argv in (("qwen-sglang", f'"{sys.executable}" -m qwen_sglang'), ("python", f'"{sys.executable}"')):
+            (shims / name).write_text(f'#!/bin/sh\nexec {argv} "$@"\n', encoding="utf-8")
+            (shims / name).chmod(0o755)
+    return shims
+
+
 def _shell(code: str, page: Page, timeout: float) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PATH"] = os.pathsep.join([str(_shims(page)), str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = str(REPO)  # `python examples/x.py` imports the checkout
     return subprocess.run(
         ["bash", "-euo", "pipefail", "-c", code],

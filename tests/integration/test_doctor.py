@@ -76,6 +76,7 @@ def test_doctor_reports_empty_input_and_speed(server: ManagedServer) -> None:
         ("OSError: [Errno 98] error while attempting to bind on address: address already in use", "port"),
         ("launch_server.py: error: unrecognized arguments: --max-num-batched-tokens 8192", "rejected a flag"),
         ("RuntimeError: No CUDA GPUs are available", "no usable CUDA GPU"),
+        ("ModuleNotFoundError: No module named 'xgrammar'", "a Python module the server imports is missing"),
     ],
 )
 def test_log_signatures(line: str, cause: str) -> None:
