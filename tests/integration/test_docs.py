@@ -80,7 +80,8 @@ def _shims(page: Page) -> Path:
 def _shell(code: str, page: Page, timeout: float) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(_shims(page)), str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PYTHONPATH"] = str(REPO)  # `python examples/x.py` imports the checkout
+    # `python examples/x.py` imports the checkout (and whatever PYTHONPATH already held)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     return subprocess.run(
         ["bash", "-euo", "pipefail", "-c", code],
         cwd=page.cwd,
