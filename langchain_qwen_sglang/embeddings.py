@@ -19,16 +19,16 @@ class QwenSGLangEmbeddings(QwenSGLangSettings, Embeddings):
     Queries get Qwen3's instruction (``Instruct: {task}\\nQuery:{text}``), documents are sent
     raw; batching, bounded concurrency (sync and async), retries, Matryoshka ``dimensions`` with
     a client-side fallback, base64 transport and long-text handling all come from the shared
-    core, :class:`qwen_sglang.EmbeddingClient`.
+    core, `qwen_sglang.EmbeddingClient`.
 
     Setup:
         Install the package and start a server (SGLang on a GPU, the local backend on CPU):
 
-        .. code-block:: bash
-
-            pip install 'qwen-sglang[langchain]'
-            qwen-sglang serve --model Qwen/Qwen3-Embedding-4B
-            export QWEN_SGLANG_BASE_URL=http://127.0.0.1:30000/v1   # the default
+        ```bash
+        pip install 'qwen-sglang[langchain]'
+        qwen-sglang serve --model Qwen/Qwen3-Embedding-4B
+        export QWEN_SGLANG_BASE_URL=http://127.0.0.1:30000/v1   # the default
+        ```
 
     Key init args — embedding params:
         model: str
@@ -49,37 +49,37 @@ class QwenSGLangEmbeddings(QwenSGLangSettings, Embeddings):
             A server started from Python; its URL, key and model name are used.
 
     Instantiate:
-        .. code-block:: python
+        ```python
+        from langchain_qwen_sglang import QwenSGLangEmbeddings
 
-            from langchain_qwen_sglang import QwenSGLangEmbeddings
-
-            embeddings = QwenSGLangEmbeddings(dimensions=1024)
+        embeddings = QwenSGLangEmbeddings(dimensions=1024)
+        ```
 
     Embed single text:
-        .. code-block:: python
+        ```python
+        vector = embeddings.embed_query("What does SGLang do?")
+        print(len(vector))
+        ```
 
-            vector = embeddings.embed_query("What does SGLang do?")
-            print(len(vector))
-
-        .. code-block:: python
-
-            1024
+        ```text
+        1024
+        ```
 
     Embed multiple texts:
-        .. code-block:: python
+        ```python
+        vectors = embeddings.embed_documents(["SGLang serves models.", "Qwen3 embeds text."])
+        print(len(vectors), len(vectors[0]))
+        ```
 
-            vectors = embeddings.embed_documents(["SGLang serves models.", "Qwen3 embeds text."])
-            print(len(vectors), len(vectors[0]))
-
-        .. code-block:: python
-
-            2 1024
+        ```text
+        2 1024
+        ```
 
     Async:
-        .. code-block:: python
-
-            vector = await embeddings.aembed_query("What does SGLang do?")
-            vectors = await embeddings.aembed_documents(["SGLang serves models."])
+        ```python
+        vector = await embeddings.aembed_query("What does SGLang do?")
+        vectors = await embeddings.aembed_documents(["SGLang serves models."])
+        ```
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True)

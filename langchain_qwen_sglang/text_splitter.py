@@ -57,19 +57,19 @@ class QwenTokenTextSplitter(RecursiveCharacterTextSplitter):
     """Recursive splitting (paragraphs, lines, words) with chunk sizes counted in Qwen tokens.
 
     Counts come from the served model's tokenizer: the server's ``/v1/tokenize`` through an
-    :class:`~qwen_sglang.EmbeddingClient` (or ``QwenSGLangEmbeddings.client``), or a local
+    `qwen_sglang.EmbeddingClient` (or ``QwenSGLangEmbeddings.client``), or a local
     ``tokenizer.json`` (faster for large corpora). Never tiktoken. ``chunk_size`` and
     ``chunk_overlap`` count content tokens; the end token the model appends is not included.
 
     Instantiate:
-        .. code-block:: python
+        ```python
+        from langchain_qwen_sglang import QwenSGLangEmbeddings, QwenTokenTextSplitter
 
-            from langchain_qwen_sglang import QwenSGLangEmbeddings, QwenTokenTextSplitter
-
-            embeddings = QwenSGLangEmbeddings()
-            splitter = QwenTokenTextSplitter(client=embeddings.client, chunk_size=512, chunk_overlap=64)
-            # or: QwenTokenTextSplitter(tokenizer_path="/models/Qwen3-Embedding-4B", chunk_size=512)
-            docs = splitter.create_documents([long_text])
+        embeddings = QwenSGLangEmbeddings()
+        splitter = QwenTokenTextSplitter(client=embeddings.client, chunk_size=512, chunk_overlap=64)
+        # or: QwenTokenTextSplitter(tokenizer_path="/models/Qwen3-Embedding-4B", chunk_size=512)
+        docs = splitter.create_documents([long_text])
+        ```
     """
 
     def __init__(

@@ -22,34 +22,34 @@ class QwenSGLangEmbedding(BaseEmbedding, QwenSGLangSettings):
     ``batch_size`` with up to ``max_concurrency`` in flight.
 
     Setup:
-        .. code-block:: bash
-
-            pip install 'qwen-sglang[llama-index]'
-            qwen-sglang serve --model Qwen/Qwen3-Embedding-4B
+        ```bash
+        pip install 'qwen-sglang[llama-index]'
+        qwen-sglang serve --model Qwen/Qwen3-Embedding-4B
+        ```
 
     Key init args:
         model, dimensions, query_instruction, base_url, api_key, batch_size, max_concurrency,
-        timeout, max_retries, show_progress, server: as in :class:`qwen_sglang.QwenSGLangSettings`.
+        timeout, max_retries, show_progress, server: as in `qwen_sglang.QwenSGLangSettings`.
         embed_batch_size: texts per call from LlamaIndex to the core (default 1024).
 
     Instantiate:
-        .. code-block:: python
+        ```python
+        from llama_index.core import Settings
+        from llama_index_qwen_sglang import QwenSGLangEmbedding
 
-            from llama_index.core import Settings
-            from llama_index_qwen_sglang import QwenSGLangEmbedding
-
-            Settings.embed_model = QwenSGLangEmbedding(dimensions=1024)
+        Settings.embed_model = QwenSGLangEmbedding(dimensions=1024)
+        ```
 
     Embed:
-        .. code-block:: python
-
-            vector = Settings.embed_model.get_query_embedding("What does SGLang do?")
-            vectors = Settings.embed_model.get_text_embedding_batch(["SGLang serves models."])
+        ```python
+        vector = Settings.embed_model.get_query_embedding("What does SGLang do?")
+        vectors = Settings.embed_model.get_text_embedding_batch(["SGLang serves models."])
+        ```
 
     Async:
-        .. code-block:: python
-
-            vector = await Settings.embed_model.aget_query_embedding("What does SGLang do?")
+        ```python
+        vector = await Settings.embed_model.aget_query_embedding("What does SGLang do?")
+        ```
     """
 
     embed_batch_size: int = Field(default=1024, gt=0, le=2048, description="Texts per call to the core client.")

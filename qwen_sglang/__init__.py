@@ -1,7 +1,7 @@
 """qwen-sglang: Qwen3-Embedding served by SGLang, for LangChain, LlamaIndex and plain Python.
 
-The core needs no framework: :class:`EmbeddingClient` talks to any SGLang (or local backend)
-embedding server; :class:`QwenSGLangSettings` holds the settings both framework adapters share.
+The core needs no framework: `EmbeddingClient` talks to any SGLang (or local backend)
+embedding server; `QwenSGLangSettings` holds the settings both framework adapters share.
 """
 
 from qwen_sglang._version import __version__

@@ -33,9 +33,9 @@ _CONFIG_FIELDS = ("base_url", "model", "dimensions", "query_instruction", "batch
 
 
 class QwenSGLangEmbeddingFunction(EmbeddingFunction[Documents]):
-    """Chroma ``EmbeddingFunction`` backed by :class:`qwen_sglang.EmbeddingClient`.
+    """Chroma ``EmbeddingFunction`` backed by `qwen_sglang.EmbeddingClient`.
 
-    Key init args: any :class:`qwen_sglang.QwenSGLangSettings` field (``base_url``, ``model``,
+    Key init args: any `qwen_sglang.QwenSGLangSettings` field (``base_url``, ``model``,
     ``dimensions``, ``query_instruction``, ...), or ``client=`` an existing client.
     """
 

@@ -2,9 +2,9 @@
 
 Every operation (a request with retries, a batch with its Matryoshka and encoding fallbacks, the
 exact token counts for long texts) is written once, as a generator that *yields* what it needs
-done (:class:`_Send` an HTTP request, :class:`_Sleep` before a retry) and receives the result.
-:meth:`EmbeddingClient._run` drives such a generator with ``httpx.Client`` and ``time.sleep``;
-:meth:`EmbeddingClient._arun` with ``httpx.AsyncClient`` and ``asyncio.sleep``. The planning of
+done (`_Send` an HTTP request, `_Sleep` before a retry) and receives the result.
+`EmbeddingClient._run` drives such a generator with ``httpx.Client`` and ``time.sleep``;
+`EmbeddingClient._arun` with ``httpx.AsyncClient`` and ``asyncio.sleep``. The planning of
 batches and the assembly of results are plain functions shared by both, so the two paths cannot
 drift apart. Only the fan-out differs: a thread pool for sync calls, tasks for async ones, both
 bounded by ``max_concurrency``.
@@ -148,33 +148,33 @@ class EmbeddingClient:
     """Framework-free client for Qwen3-Embedding served by SGLang (or the local backend).
 
     Setup:
-        .. code-block:: bash
-
-            pip install qwen-sglang
-            qwen-sglang serve --model Qwen/Qwen3-Embedding-4B   # or any SGLang server
+        ```bash
+        pip install qwen-sglang
+        qwen-sglang serve --model Qwen/Qwen3-Embedding-4B   # or any SGLang server
+        ```
 
     Key init args:
-        Any field of :class:`~qwen_sglang.QwenSGLangSettings` (``base_url``, ``model``,
+        Any field of `qwen_sglang.QwenSGLangSettings` (``base_url``, ``model``,
         ``dimensions``, ``query_instruction``, ``batch_size``, ``max_concurrency``, ...), or a
         ready ``settings=`` object.
 
     Instantiate:
-        .. code-block:: python
+        ```python
+        from qwen_sglang import EmbeddingClient
 
-            from qwen_sglang import EmbeddingClient
-
-            client = EmbeddingClient(base_url="http://127.0.0.1:30000/v1", dimensions=1024)
+        client = EmbeddingClient(base_url="http://127.0.0.1:30000/v1", dimensions=1024)
+        ```
 
     Embed:
-        .. code-block:: python
-
-            docs = client.embed_documents(["SGLang serves Qwen3-Embedding."])
-            query = client.embed_query("What serves Qwen3-Embedding?")
+        ```python
+        docs = client.embed_documents(["SGLang serves Qwen3-Embedding."])
+        query = client.embed_query("What serves Qwen3-Embedding?")
+        ```
 
     Async:
-        .. code-block:: python
-
-            docs = await client.aembed_documents(["SGLang serves Qwen3-Embedding."])
+        ```python
+        docs = await client.aembed_documents(["SGLang serves Qwen3-Embedding."])
+        ```
     """
 
     def __init__(
@@ -264,18 +264,18 @@ class EmbeddingClient:
 
     # ---------------------------------------------------------------- public async API
     async def aembed_documents(self, texts: Sequence[str], *, dimensions: int | None = None) -> list[list[float]]:
-        """Async :meth:`embed_documents`."""
+        """Async `embed_documents`."""
         return self._aligned(await self.aembed(texts, kind="document", dimensions=dimensions))
 
     async def aembed_query(self, text: str, *, task: str | None = None, dimensions: int | None = None) -> list[float]:
-        """Async :meth:`embed_query`."""
+        """Async `embed_query`."""
         result = await self.aembed([text], kind="query", task=task, dimensions=dimensions)
         return self._aligned(result)[0]
 
     async def aembed_queries(
         self, texts: Sequence[str], *, task: str | None = None, dimensions: int | None = None
     ) -> list[list[float]]:
-        """Async :meth:`embed_queries`."""
+        """Async `embed_queries`."""
         return self._aligned(await self.aembed(texts, kind="query", task=task, dimensions=dimensions))
 
     async def aembed(
@@ -286,7 +286,7 @@ class EmbeddingClient:
         task: str | None = None,
         dimensions: int | None = None,
     ) -> EmbeddingResult:
-        """Async :meth:`embed`."""
+        """Async `embed`."""
         job = self._job(texts, kind, task, dimensions)
         if not job.rows:
             return job.finish()
@@ -299,7 +299,7 @@ class EmbeddingClient:
         return self._run(self._count_flow(_check_texts(texts)))
 
     async def acount_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Async :meth:`count_tokens`."""
+        """Async `count_tokens`."""
         return await self._arun(self._count_flow(_check_texts(texts)))
 
     def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[list[int]]:

@@ -1,6 +1,6 @@
 """The error hierarchy of qwen-sglang.
 
-Everything raised on purpose derives from :class:`QwenSGLangError`. Input and configuration
+Everything raised on purpose derives from `QwenSGLangError`. Input and configuration
 errors also derive from the built-in ``ValueError``/``TypeError`` so that callers catching those
 keep working::
 
@@ -173,7 +173,7 @@ _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
 
 
 def status_error_class(status_code: int) -> type[APIStatusError]:
-    """The :class:`APIStatusError` subclass for an HTTP status code."""
+    """The `APIStatusError` subclass for an HTTP status code."""
     if status_code >= 500:
         return InternalServerError
     return _STATUS_CLASSES.get(status_code, APIStatusError)

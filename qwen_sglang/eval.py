@@ -245,7 +245,7 @@ class EvalRow:
 
 @dataclass
 class EvalReport:
-    """What :func:`evaluate` measured. ``rows`` holds one :class:`EvalRow` per setting."""
+    """What `evaluate` measured. ``rows`` holds one `EvalRow` per setting."""
 
     rows: list[EvalRow]
     k: int
@@ -537,13 +537,13 @@ def evaluate(
     """Score retrieval on ``data`` for every width in ``dimensions`` and every instruction.
 
     Args:
-        data: from :func:`load_beir`, :func:`load_dataset` or :func:`load_demo_dataset`.
-        client: an :class:`EmbeddingClient` for the server to evaluate, created **without**
+        data: from `load_beir`, `load_dataset` or `load_demo_dataset`.
+        client: an `EmbeddingClient` for the server to evaluate, created **without**
             ``dimensions`` (the corpus is embedded at full width once).
         dimensions: widths to score (default: the native width and every usual width below it
             in the model's Matryoshka range).
         instructions: ``"none"``, ``"default"`` (the client's query instruction), preset names
-            (:data:`~qwen_sglang.TASKS`) or free-text tasks; ``"none"`` and ``"default"`` are
+            (`qwen_sglang.TASKS`) or free-text tasks; ``"none"`` and ``"default"`` are
             always included.
         k: cut-off of nDCG, recall and MRR.
         dtype: ``"float32"`` or ``"float16"`` for the on-disk corpus matrix.
@@ -552,7 +552,7 @@ def evaluate(
         latency_samples: single-query requests timed per width.
         chroma_sample: vectors written to a scratch Chroma collection to measure its storage
             per vector (``None`` or 0 to skip; skipped when chromadb is not installed).
-        tolerance: relative nDCG loss accepted by :meth:`EvalReport.recommended`.
+        tolerance: relative nDCG loss accepted by `EvalReport.recommended`.
         show_progress: tqdm bars while embedding.
     """
     if client.settings.dimensions is not None:

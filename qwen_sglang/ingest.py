@@ -1,6 +1,6 @@
 """Bulk population of a Chroma collection: streaming, bounded memory, resumable, idempotent.
 
-``qwen-sglang ingest PATH... --collection NAME --persist-dir DIR`` (or :func:`ingest`) reads text
+``qwen-sglang ingest PATH... --collection NAME --persist-dir DIR`` (or `ingest`) reads text
 files (``.txt``, ``.md``) and JSON-lines files (one ``{"id", "text", "metadata"}`` object a line),
 directories recursively, splits each document into chunks, embeds them with the shared client
 (batched, ``max_concurrency`` requests in flight) and writes them to Chroma as float32 arrays

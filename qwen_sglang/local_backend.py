@@ -87,7 +87,7 @@ def check_model_arg(model: str) -> None:
 def resolve_model_path(model: str) -> Path:
     """Return a local directory for ``model``: the path itself, or a hub snapshot.
 
-    Raises :class:`ModelNotAvailableError` with a clear message when the directory does not exist
+    Raises `ModelNotAvailableError` with a clear message when the directory does not exist
     and the model cannot be obtained from the Hugging Face hub (offline machines).
     """
     path = Path(model).expanduser()

@@ -1,6 +1,6 @@
 """Managed embedding servers: start SGLang (or the local backend) from Python, safely.
 
-One lifecycle serves both backends (:class:`ManagedServer`): a free port when none is given, the
+One lifecycle serves both backends (`ManagedServer`): a free port when none is given, the
 child started with ``sys.executable`` in its own process group and no shell, its output in a log
 file whose tail is attached to every start error, readiness only when ``/health`` answers 200
 (never ``/v1/models``, which answers before warm-up ends), a liveness check on every poll, and a
@@ -163,10 +163,10 @@ def _stop_all() -> None:  # pragma: no cover - runs at interpreter exit
 
 
 class ManagedServer:
-    """A server process owned by this Python process. Subclasses provide :meth:`command`.
+    """A server process owned by this Python process. Subclasses provide `command`.
 
-    Attributes: :attr:`base_url`, :attr:`pid`, :attr:`log_path`, :meth:`logs_tail`,
-    :meth:`is_running`. Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    Attributes: `base_url`, `pid`, `log_path`, `logs_tail`,
+    `is_running`. Use as a context manager, or call `start` and `stop`.
     """
 
     backend: str = "?"
@@ -429,26 +429,26 @@ class SGLangServer(ManagedServer):
 
     Every option maps to SGLang's real flag (``--is-embedding`` is always passed; Matryoshka
     ``dimensions`` are enabled with ``--json-model-override-args '{"is_matryoshka": true}'``).
-    Flags that blog posts get wrong are refused with an explanation (:data:`WRONG_FLAGS`).
+    Flags that blog posts get wrong are refused with an explanation (`WRONG_FLAGS`).
 
     Setup:
-        .. code-block:: bash
-
-            pip install 'qwen-sglang[sglang]'   # on a machine with a CUDA GPU
+        ```bash
+        pip install 'qwen-sglang[sglang]'   # on a machine with a CUDA GPU
+        ```
 
     Instantiate:
-        .. code-block:: python
+        ```python
+        from qwen_sglang import SGLangServer
 
-            from qwen_sglang import SGLangServer
-
-            server = SGLangServer("Qwen/Qwen3-Embedding-4B", mem_fraction_static=0.3)
-            print(server.display_command())   # the exact command, key masked
+        server = SGLangServer("Qwen/Qwen3-Embedding-4B", mem_fraction_static=0.3)
+        print(server.display_command())   # the exact command, key masked
+        ```
 
     Use:
-        .. code-block:: python
-
-            with server:
-                print(server.base_url)          # http://127.0.0.1:<port>/v1
+        ```python
+        with server:
+            print(server.base_url)          # http://127.0.0.1:<port>/v1
+        ```
     """
 
     backend = "sglang"
@@ -577,7 +577,7 @@ class SGLangServer(ManagedServer):
 
     @classmethod
     def attach(cls, base_url: str, api_key: str | SecretStr | None = None, *, timeout: float = 10.0) -> Any:
-        """Check an existing server without owning its process; returns a :class:`ServerReport`."""
+        """Check an existing server without owning its process; returns a `ServerReport`."""
         from qwen_sglang.probe import probe_server
 
         return probe_server(base_url, api_key=api_key, timeout=timeout)
@@ -587,12 +587,12 @@ class LocalEmbeddingServer(ManagedServer):
     """The same lifecycle for the local CPU backend (``qwen-sglang serve --backend local``).
 
     Instantiate:
-        .. code-block:: python
+        ```python
+        from qwen_sglang import LocalEmbeddingServer
 
-            from qwen_sglang import LocalEmbeddingServer
-
-            with LocalEmbeddingServer("/models/Qwen3-Embedding-0.6B") as server:
-                print(server.base_url)
+        with LocalEmbeddingServer("/models/Qwen3-Embedding-0.6B") as server:
+            print(server.base_url)
+        ```
     """
 
     backend = "local"
@@ -678,8 +678,8 @@ def launch_server(
     """Create (and by default start) a managed server.
 
     ``backend="auto"`` picks SGLang when it is importable and a CUDA GPU is visible, otherwise
-    the local backend, and logs which and why. Options are those of :class:`SGLangServer` or
-    :class:`LocalEmbeddingServer`; with ``"auto"``, options the chosen backend does not have (GPU
+    the local backend, and logs which and why. Options are those of `SGLangServer` or
+    `LocalEmbeddingServer`; with ``"auto"``, options the chosen backend does not have (GPU
     tuning such as ``mem_fraction_static`` on the CPU backend) are left out and logged, so one call
     works on both kinds of machine. With an explicit backend they are an error.
     """

@@ -1,7 +1,7 @@
 """Settings shared by the core client and both framework adapters.
 
-One pydantic model declares every knob once; :class:`~langchain_qwen_sglang.QwenSGLangEmbeddings`
-and :class:`~llama_index_qwen_sglang.QwenSGLangEmbedding` inherit it, so the two frameworks take
+One pydantic model declares every knob once; `langchain_qwen_sglang.QwenSGLangEmbeddings`
+and `llama_index_qwen_sglang.QwenSGLangEmbedding` inherit it, so the two frameworks take
 the same arguments, read the same environment variables and validate them the same way.
 """
 
@@ -121,7 +121,7 @@ class QwenSGLangSettings(BaseModel):
 
     query_instruction: str | None = DEFAULT_TASK
     """Task put into Qwen3's query template ``Instruct: {task}\\nQuery:{text}``, or a preset
-    name from :data:`qwen_sglang.instructions.TASKS`. ``None`` or ``""`` disables it.
+    name from `qwen_sglang.instructions.TASKS`. ``None`` or ``""`` disables it.
     Documents never get an instruction."""
 
     batch_size: int = Field(default=32, gt=0)
@@ -171,7 +171,7 @@ class QwenSGLangSettings(BaseModel):
     """Extra HTTP headers sent with every request."""
 
     server: Any = Field(default=None, exclude=True, repr=False)
-    """A managed server (:class:`qwen_sglang.SGLangServer`, :class:`qwen_sglang.LocalEmbeddingServer`);
+    """A managed server (`qwen_sglang.SGLangServer`, `qwen_sglang.LocalEmbeddingServer`);
     its URL, key and model name are used unless given explicitly, and so are the request sizes
     that suit its backend (``server.client_defaults``: large requests for the local backend)."""
 
@@ -215,10 +215,10 @@ class QwenSGLangSettings(BaseModel):
 
     @property
     def preset(self) -> ModelPreset | None:
-        """The preset of :attr:`model`, or ``None`` for models that are not known."""
+        """The preset of `model`, or ``None`` for models that are not known."""
         return find_preset(self.model)
 
     def core_settings(self) -> QwenSGLangSettings:
-        """A plain :class:`QwenSGLangSettings` copy (adapters pass this to the core client)."""
+        """A plain `QwenSGLangSettings` copy (adapters pass this to the core client)."""
         data = {name: getattr(self, name) for name in QwenSGLangSettings.model_fields}
         return QwenSGLangSettings.model_construct(**data)

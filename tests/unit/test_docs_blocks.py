@@ -89,3 +89,40 @@ def test_chinese_page_is_in_step_with_the_english_one(zh: Path) -> None:
     assert zh_blocks == en_blocks, f"{zh.name}: code blocks differ from {en.name}"
     assert zh_sections == en_sections, f"{zh.name}: {zh_sections} sections, {en.name} has {en_sections}"
     assert en_anchors <= zh_anchors, f"{zh.name} lacks anchors {en_anchors - zh_anchors}"
+
+
+def _docstring_examples() -> list[tuple[str, str]]:
+    """The ```python blocks of every docstring in the three packages (what the API reference shows)."""
+    import ast
+
+    found: list[tuple[str, str]] = []
+    for package in ("qwen_sglang", "langchain_qwen_sglang", "llama_index_qwen_sglang"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in [tree, *ast.walk(tree)]:
+                if not isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                doc = ast.get_docstring(node)
+                for i, code in enumerate(re.findall(r"```python\n(.*?)```", doc or "", flags=re.S)):
+                    name = getattr(node, "name", "<module>")
+                    found.append((f"{path.relative_to(REPO)}:{name}[{i}]", code))
+    return found
+
+
+DOCSTRING_EXAMPLES = _docstring_examples()
+
+
+def test_docstrings_have_examples() -> None:
+    names = " ".join(n for n, _ in DOCSTRING_EXAMPLES)
+    for cls in ("QwenSGLangEmbeddings", "QwenSGLangEmbedding", "SGLangServer", "EmbeddingClient"):
+        assert cls in names
+
+
+@pytest.mark.parametrize(("where", "code"), DOCSTRING_EXAMPLES, ids=[n for n, _ in DOCSTRING_EXAMPLES])
+def test_docstring_examples_are_valid_python(where: str, code: str) -> None:
+    # the API reference's examples are fragments (they assume a server and earlier lines), so they
+    # are compiled, not run; the pages' blocks, which run, show the same calls
+    import ast
+    import textwrap
+
+    compile(textwrap.dedent(code), where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
