@@ -93,8 +93,25 @@ def _shell(code: str, page: Page, timeout: float) -> subprocess.CompletedProcess
     )
 
 
+def _skip_reason(block: Block) -> str | None:
+    """Why ``block`` does not run with the backend under test, or None."""
+    reason = block.directive("skip")
+    if reason is not None:
+        return reason or "marked skip"
+    if block.directive("gpu") is not None and BACKEND != "sglang":
+        return "needs SGLang on a CUDA GPU: runs with QWEN_SGLANG_TEST_BACKEND=sglang"
+    if block.directive("local") is not None and BACKEND != "local":
+        return "shows the local CPU backend's output"
+    return None
+
+
 def _run(block: Block, page: Page, root: str, model_dir: str) -> None:
     where = f"{block.path.relative_to(REPO)}:{block.line}"
+    target = block.directive("write")
+    if target:
+        (page.cwd / target).write_text(block.code, encoding="utf-8")
+        page.ran.add(block.line)
+        return
     code = adapt(block.code, lang=block.lang, root_url=root, model_dir=model_dir)
     if block.setup:
         setup = adapt(block.setup, lang="python", root_url=root, model_dir=model_dir)
@@ -120,21 +137,15 @@ def test_docs_code_block(
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    reason = block.directive("skip")
+    reason = _skip_reason(block)
     if reason is not None:
-        pytest.skip(reason or "marked skip")
-    if block.directive("gpu") is not None and BACKEND != "sglang":
-        pytest.skip("needs SGLang on a CUDA GPU: runs with QWEN_SGLANG_TEST_BACKEND=sglang")
-    if block.directive("local") is not None and BACKEND != "local":
-        pytest.skip("shows the local CPU backend's output")
+        pytest.skip(reason)
     # names in blocks become the test model; on SGLang its bf16 copy, as released checkpoints are
     model_dir = request.getfixturevalue("qwen_model_dir_bf16" if BACKEND == "sglang" else "qwen_model_dir")
     page = _page(block, tmp_path_factory)
     monkeypatch.chdir(page.cwd)
-    target = block.directive("write")
-    if target:
-        (page.cwd / target).write_text(block.code, encoding="utf-8")
-        page.ran.add(block.line)
+    if block.directive("write"):
+        _run(block, page, "", str(model_dir))
         return
     with ExitStack() as stack:
         root = _server_root(block.directive("server") or "default", request, stack)
@@ -147,13 +158,7 @@ def test_docs_code_block(
                 and earlier.line < block.line
                 and earlier.line not in page.ran
                 and (earlier.lang in ("python", "py") or earlier.directive("write"))
-                and earlier.directive("skip") is None
-                and (earlier.directive("gpu") is None or BACKEND == "sglang")
-                and (earlier.directive("local") is None or BACKEND == "local")
+                and _skip_reason(earlier) is None
             ):
-                if earlier.directive("write"):
-                    (page.cwd / str(earlier.directive("write"))).write_text(earlier.code, encoding="utf-8")
-                    page.ran.add(earlier.line)
-                else:
-                    _run(earlier, page, root, str(model_dir))
+                _run(earlier, page, root, str(model_dir))
         _run(block, page, root, str(model_dir))
