@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -53,11 +53,14 @@ try:  # optional speed-up (a dependency on CPython); the standard library is the
 except ImportError:  # pragma: no cover - PyPy, or installed without it
     _orjson_loads = None
 
-__all__ = ["EmbeddingClient", "EmbeddingResult", "Kind"]
+__all__ = ["EmbeddingClient", "EmbeddingResult", "Kind", "ProgressCallback"]
 
 logger = logging.getLogger("qwen_sglang")
 
 Kind = Literal["query", "document"]
+#: Called after each request of a call with ``(texts, prompt_tokens)`` that request completed
+#: (a text split into windows counts once, when its last window is done).
+ProgressCallback = Callable[[int, int], None]
 T = TypeVar("T")
 Vectors = NDArray[np.float32]
 
@@ -254,9 +257,14 @@ class EmbeddingClient:
         kind: Kind = "document",
         task: str | None = None,
         dimensions: int | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> EmbeddingResult:
-        """Embed ``texts`` and return numpy vectors with their input indices."""
-        job = self._job(texts, kind, task, dimensions)
+        """Embed ``texts`` and return numpy vectors with their input indices.
+
+        ``on_progress(texts, tokens)`` is called as each request finishes (bulk jobs use it to
+        drive their own progress display); ``show_progress`` draws a bar advancing the same way.
+        """
+        job = self._job(texts, kind, task, dimensions, on_progress)
         if not job.rows:
             return job.finish()
         items = self._run(self._plan_flow(job))
@@ -285,9 +293,10 @@ class EmbeddingClient:
         kind: Kind = "document",
         task: str | None = None,
         dimensions: int | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> EmbeddingResult:
         """Async `embed`."""
-        job = self._job(texts, kind, task, dimensions)
+        job = self._job(texts, kind, task, dimensions, on_progress)
         if not job.rows:
             return job.finish()
         items = await self._arun(self._plan_flow(job))
@@ -402,37 +411,38 @@ class EmbeddingClient:
     # ================================================================ fan-out (bounded)
     def _fan_out_sync(self, job: _Job, items: list[_Item]) -> EmbeddingResult:
         batches = self._batches(items)
-        progress = job.progress(len(batches), self.settings.show_progress)
+        job.start(items, self.settings.show_progress and len(batches) > 1)
         workers = min(self.settings.max_concurrency, len(batches))
-        if workers <= 1:
-            for batch in batches:
-                job.add(batch, self._run(self._batch_flow(batch, job.dimensions)))
-                progress.update(1)
-        else:
+        try:
+            if workers <= 1:
+                for batch in batches:
+                    job.add(batch, self._run(self._batch_flow(batch, job.dimensions)))
+                return job.finish()
             pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qwen-sglang-client")
             try:
                 futures = {pool.submit(self._run, self._batch_flow(b, job.dimensions)): b for b in batches}
                 pending = set(futures)
                 while pending:
-                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    # FIRST_COMPLETED: progress advances as each request finishes, and the first
+                    # failure is raised as soon as it is seen (the rest are cancelled below).
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in done:
-                        job.add(futures[fut], fut.result())  # re-raises the first failure
-                        progress.update(1)
+                        job.add(futures[fut], fut.result())
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
-        progress.close()
-        return job.finish()
+            return job.finish()
+        finally:
+            job.stop()
 
     async def _fan_out_async(self, job: _Job, items: list[_Item]) -> EmbeddingResult:
         batches = self._batches(items)
-        progress = job.progress(len(batches), self.settings.show_progress)
+        job.start(items, self.settings.show_progress and len(batches) > 1)
         limit = asyncio.Semaphore(self.settings.max_concurrency)
 
         async def one(batch: list[_Item]) -> None:
             async with limit:
                 answer = await self._arun(self._batch_flow(batch, job.dimensions))
             job.add(batch, answer)
-            progress.update(1)
 
         try:
             async with asyncio.TaskGroup() as group:  # the first failure cancels the rest
@@ -441,7 +451,7 @@ class EmbeddingClient:
         except BaseExceptionGroup as eg:
             raise eg.exceptions[0] from None
         finally:
-            progress.close()
+            job.stop()
         return job.finish()
 
     def _batches(self, items: list[_Item]) -> list[list[_Item]]:
@@ -466,7 +476,14 @@ class EmbeddingClient:
         return batches
 
     # ================================================================ preparation (no IO)
-    def _job(self, texts: Sequence[str], kind: Kind, task: str | None, dimensions: int | None) -> _Job:
+    def _job(
+        self,
+        texts: Sequence[str],
+        kind: Kind,
+        task: str | None,
+        dimensions: int | None,
+        on_progress: ProgressCallback | None = None,
+    ) -> _Job:
         if kind not in ("query", "document"):
             raise InputTypeError(f"kind must be 'query' or 'document', not {kind!r}")
         texts = _check_texts(texts)
@@ -497,6 +514,7 @@ class EmbeddingClient:
             dimensions=dims,
             out_indices=list(range(len(texts))) if keep_zero else rows,
             state=self._state,
+            on_progress=on_progress,
         )
 
     def _max_tokens(self) -> int | None:
@@ -735,14 +753,6 @@ class EmbeddingClient:
 # ============================================================================================
 # Jobs: the shared bookkeeping of one call
 # ============================================================================================
-class _NoProgress:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass
 class _Job:
     n_inputs: int
@@ -752,20 +762,32 @@ class _Job:
     dimensions: int | None
     out_indices: list[int]  # input indices of the output rows
     state: _State
+    on_progress: ProgressCallback | None = None
     prompt_tokens: int = 0
     _sums: dict[int, Vectors] = field(default_factory=dict)
     _parts: dict[int, int] = field(default_factory=dict)
+    _remaining: dict[int, int] = field(default_factory=dict)  # windows still to come, per text
+    _bar: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def progress(self, total: int, show: bool) -> Any:
-        if not show or total <= 1:
-            return _NoProgress()
-        from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
+    def start(self, items: list[_Item], show: bool) -> None:
+        """Count what each text waits for and open the progress bar (one tick per text)."""
+        for item in items:
+            self._remaining[item.target] = self._remaining.get(item.target, 0) + 1
+        if show:
+            from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
 
-        return tqdm(total=total, unit="batch", desc=f"Embedding {len(self.send)} texts")
+            self._bar = tqdm(total=len(self.send), unit="text", desc="Embedding", dynamic_ncols=True)
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def add(self, batch: list[_Item], answer: tuple[Vectors, int]) -> None:
+        """Fold one request's vectors in; report the texts it completed."""
         vectors, tokens = answer
+        completed = 0
         with self._lock:
             self.prompt_tokens += tokens
             for item, vec in zip(batch, vectors, strict=True):
@@ -775,6 +797,13 @@ class _Job:
                 else:
                     self._sums[item.target] = vec * item.weight if item.weight != 1.0 else vec.copy()
                     self._parts[item.target] = 1
+                left = self._remaining.get(item.target, 1) - 1
+                self._remaining[item.target] = left
+                completed += left == 0
+        if self._bar is not None:
+            self._bar.update(completed)
+        if self.on_progress is not None:
+            self.on_progress(completed, tokens)
 
     def finish(self) -> EmbeddingResult:
         dim = next((v.shape[0] for v in self._sums.values()), None)

@@ -408,3 +408,43 @@ def test_bare_nan_tokens_are_named_as_such_not_as_bad_json(use_async: bool) -> N
     rec = Recorder(lambda r, p: httpx.Response(200, content=body, headers={"content-type": "application/json"}))
     with pytest.raises(MalformedResponseError, match="NaN or infinite"):
         embed(make_client(rec), ["a", "b"], use_async)
+
+
+def test_sync_progress_advances_while_other_requests_are_in_flight() -> None:
+    """The callback fires as each request finishes, not when the whole call is done: every request
+    but the first waits until progress has been reported (it would time out otherwise)."""
+    import threading
+
+    reported = threading.Event()
+
+    def handler(request: httpx.Request, payload: dict[str, Any]) -> httpx.Response:
+        if payload["input"][0] != "t0" and not reported.wait(timeout=20):
+            return error(500, "no progress was reported while this request waited")
+        return httpx.Response(200, json=ok_body(len(payload["input"])))
+
+    calls: list[tuple[int, int]] = []
+
+    def on_progress(texts: int, tokens: int) -> None:
+        calls.append((texts, tokens))
+        reported.set()
+
+    client = make_client(Recorder(handler), batch_size=2, max_concurrency=4, max_retries=0)
+    texts = [f"t{i}" for i in range(8)]
+    result = client.embed(texts, on_progress=on_progress)
+    assert result.vectors.shape == (8, 8)
+    assert calls == [(2, 6)] * 4  # one call per request: its texts and its prompt tokens
+
+
+@both
+def test_progress_reports_every_request_and_the_totals_add_up(use_async: bool) -> None:
+    rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]))))
+    calls: list[tuple[int, int]] = []
+    client = make_client(rec, batch_size=3, max_concurrency=2)
+    texts = [f"text {i}" for i in range(10)]
+    if use_async:
+        asyncio.run(client.aembed(texts, on_progress=lambda n, t: calls.append((n, t))))
+    else:
+        client.embed(texts, on_progress=lambda n, t: calls.append((n, t)))
+    assert len(calls) == len(rec.requests) == 4
+    assert sum(n for n, _ in calls) == 10
+    assert sum(t for _, t in calls) == 30
