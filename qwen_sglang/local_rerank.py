@@ -1,0 +1,730 @@
+"""The local backend for rerankers: SGLang's ``/v1/score`` and ``/v1/rerank`` on CPU.
+
+A Qwen3-Reranker is a causal language model scored by its next-token logits (see
+`qwen_sglang.rerank_format`). SGLang serves it WITHOUT ``--is-embedding``; this server loads the
+same model with transformers' ``AutoModelForCausalLM`` on CPU (fp32 unless told otherwise) and
+answers like SGLang 0.5.17: the same routes, request fields, response shapes, 400 messages and
+JSON error body (``{"object":"error","message":…,"type":"BadRequestError","param":null,"code":400}``),
+``/health`` 503 until the model is loaded and warmed, ``/model_info`` with ``is_generation: true``
+(what tells a reranker server from an embedding server on SGLang too, plus a ``reranker`` block
+only this backend gives), and SGLang's 400 on ``/v1/embeddings`` for a generation model.
+
+- ``POST /v1/score``: P(label token | query + item) for each item, from the next-token
+  log-probabilities over the whole vocabulary (``apply_softmax`` renormalises over the labels).
+  With the client-built prompt ids (`qwen_sglang.rerank_format.RerankTemplate.pair_ids`) and
+  ``label_token_ids=[yes, no]``, ``apply_softmax=true``, ``scores[i][0]`` is Qwen's exact score.
+- ``POST /v1/rerank``: SGLang's route for decoder rerankers. By default (``rerank_prompt="sglang"``)
+  it renders what SGLang renders with the ``qwen3_reranker.jinja`` chat template it is launched
+  with: Qwen's prompt WITHOUT the ``<think>\\n\\n</think>\\n\\n`` suffix, and a default instruction
+  ending in a period, so its scores drift from Qwen's like SGLang's do. ``rerank_prompt="qwen"``
+  uses Qwen's exact prompt instead. Either way the answer is SGLang's bare list sorted by score.
+
+Pairs from concurrent requests are merged, sorted by length and run in left-padded forward
+passes of at most ``max_batch_tokens`` padded tokens, each row with its own position ids, so a
+pair's score does not depend on what it was batched with. Bodies must be JSON (``Content-Type:
+application/json``); requests are capped in bytes, items and tokens.
+
+Run it with ``python -m qwen_sglang.local_rerank --model DIR`` (binds 127.0.0.1:30000). Needs the
+``local`` extra: ``pip install 'qwen-sglang[local]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError, field_validator
+from starlette.concurrency import run_in_threadpool
+
+from qwen_sglang._version import __version__
+from qwen_sglang.errors import ConfigurationError
+from qwen_sglang.local_backend import READY_LINE, check_model_arg, resolve_model_path
+from qwen_sglang.rerank_format import PREFIX, RerankTemplate, format_body, p_yes
+
+__all__ = [
+    "LocalRerankConfig",
+    "RerankRunner",
+    "SGLANG_TEMPLATE_DEFAULT_INSTRUCTION",
+    "SGLANG_TEMPLATE_SUFFIX",
+    "create_app",
+    "main",
+    "serve",
+    "sglang_template_prompt",
+]
+
+logger = logging.getLogger("qwen_sglang.local_rerank")
+
+#: The default instruction of SGLang's ``examples/chat_template/qwen3_reranker.jinja`` (it ends
+#: with a period; Qwen's reference instruction does not).
+SGLANG_TEMPLATE_DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query."
+#: What that template puts after the document: no ``<think>\n\n</think>\n\n`` (Qwen's has it).
+SGLANG_TEMPLATE_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
+
+RerankPrompt = Literal["sglang", "qwen"]
+
+
+@dataclass
+class LocalRerankConfig:
+    """Options of the local reranker backend.
+
+    Attributes:
+        model: A model directory (or a hub id already in the local cache).
+        rerank_prompt: What ``/v1/rerank`` renders: ``"sglang"`` (SGLang's shipped template, no
+            thinking suffix) or ``"qwen"`` (Qwen's exact prompt). ``/v1/score`` takes the prompt
+            from the client and is unaffected.
+        context_length: The served context (default: the model's ``max_position_embeddings``);
+            a prompt of this many tokens or more is refused, like SGLang.
+        max_batch_tokens: Most padded tokens in one forward pass.
+        max_items_per_request: Most items (``/v1/score``) or documents (``/v1/rerank``) per request.
+        max_request_tokens: Most prompt tokens in one request, all pairs together.
+        max_request_bytes: Largest request body.
+        dtype: The torch dtype the weights are loaded in (fp32 gives exact reference scores).
+    """
+
+    model: str
+    host: str = "127.0.0.1"
+    port: int = 30000
+    served_model_name: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    rerank_prompt: RerankPrompt = "sglang"
+    context_length: int | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_batch_tokens: int = 16384
+    max_items_per_request: int = 4096
+    max_request_tokens: int = 2_000_000
+    max_request_bytes: int = 64_000_000
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.rerank_prompt not in ("sglang", "qwen"):
+            raise ConfigurationError(f"rerank_prompt must be 'sglang' or 'qwen', got {self.rerank_prompt!r}")
+        if self.context_length is not None and self.context_length < 2:
+            raise ConfigurationError(f"context_length must be >= 2, got {self.context_length!r}")
+        for name in ("max_batch_tokens", "max_items_per_request", "max_request_tokens", "max_request_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
+
+
+def sglang_template_prompt(query: str, document: str, instruct: str | None) -> str:
+    """The text SGLang 0.5.x renders for one pair on ``/v1/rerank`` with ``qwen3_reranker.jinja``.
+
+    SGLang passes ``instruct`` to the template only when it is truthy, so ``None`` and ``""`` both
+    give the template's default instruction. The string is tokenised as a whole.
+    """
+    instruction = instruct or SGLANG_TEMPLATE_DEFAULT_INSTRUCTION
+    return f"{PREFIX}<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}{SGLANG_TEMPLATE_SUFFIX}"
+
+
+def _length_sorted_chunks(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
+    """Indices sorted by length, cut into runs whose padded size (rows x longest) fits ``budget``
+    (a single longer row still forms a run of one)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and lengths[order[end]] * (end - start + 1) <= budget:
+            end += 1
+        yield order[start:end]
+        start = end
+
+
+_Job = tuple[list[list[int]], list[int], "Future[list[list[float]]]"]
+
+
+class RerankRunner:
+    """Loads the causal LM and computes next-token log-probabilities in one worker thread.
+
+    Jobs waiting in the queue when the worker becomes free are merged into the same forward
+    passes (their pairs sorted together by length), so concurrent requests share the CPU.
+    """
+
+    def __init__(self, config: LocalRerankConfig) -> None:
+        self.config = config
+        self.ready = threading.Event()
+        self.failed: BaseException | None = None
+        self.model_path = config.model
+        self.context_length = 0
+        self.vocab_size = 0  # rows of the output head: valid input token ids
+        self.label_vocab_size = 0  # the tokenizer's base vocabulary: what SGLang checks labels against
+        self.tokenizer_max_length = 0
+        self.model_type: str | None = None
+        self.architectures: list[str] | None = None
+        self.template: RerankTemplate | None = None
+        self.forward_passes = 0
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._main, name="qwen-sglang-rerank-model", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def _load(self) -> None:
+        path = resolve_model_path(self.config.model)
+        self.model_path = str(path)
+        logger.info("loading %s on %s (%s)", path, self.config.device, self.config.dtype)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self._torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, self.config.dtype))
+        self.model = model.to(self.config.device).eval()
+        hf_config = self.model.config
+        self.context_length = int(self.config.context_length or hf_config.max_position_embeddings)
+        self.vocab_size = int(hf_config.vocab_size)
+        self.label_vocab_size = int(self.tokenizer.vocab_size)
+        self.tokenizer_max_length = int(self.tokenizer.model_max_length)
+        self.model_type = hf_config.model_type
+        self.architectures = list(hf_config.architectures or []) or None
+        self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
+        self.template = RerankTemplate.from_tokenizer(lambda texts: self.tokenize(texts, False))
+        warm = self.template.pair_ids(self.tokenize([format_body("warm", "up")], False)[0], max_length=10**9)
+        self.label_logprobs([warm], [[self.template.yes_id]])  # the first forward pass
+        logger.info("reranker ready: context %d tokens", self.context_length)
+
+    def tokenize(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+        """Token ids of ``texts`` (``add_special_tokens`` as SGLang's tokenizer call: True for prompts)."""
+        enc = self.tokenizer(texts, add_special_tokens=add_special_tokens, truncation=False, verbose=False)
+        return [list(ids) for ids in enc["input_ids"]]
+
+    def label_logprobs(self, batch: list[list[int]], labels: list[list[int]]) -> list[list[float]]:
+        """For each sequence, the log-probabilities (over the whole vocabulary) of its label tokens
+        as the NEXT token, from left-padded forward passes with per-row position ids."""
+        torch = self._torch
+        out: list[list[float]] = [[] for _ in batch]
+        for chunk in _length_sorted_chunks([len(ids) for ids in batch], self.config.max_batch_tokens):
+            width = len(batch[chunk[-1]])
+            input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            positions = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                lo = width - len(batch[i])
+                input_ids[row, lo:] = torch.tensor(batch[i], dtype=torch.long)
+                mask[row, lo:] = 1
+                positions[row, lo:] = torch.arange(len(batch[i]))
+            device = self.config.device
+            with torch.inference_mode():
+                logits = (
+                    self.model(
+                        input_ids=input_ids.to(device),
+                        attention_mask=mask.to(device),
+                        position_ids=positions.to(device),
+                        logits_to_keep=1,
+                    )
+                    .logits[:, -1]
+                    .float()
+                )
+                logprobs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+            for row, i in enumerate(chunk):
+                out[i] = logprobs[row, labels[i]].cpu().tolist()
+            self.forward_passes += 1
+        return out
+
+    def submit(self, batch: list[list[int]], labels: list[int]) -> Future[list[list[float]]]:
+        """Queue ``batch`` (one label list shared by its sequences) for the worker."""
+        fut: Future[list[list[float]]] = Future()
+        self._queue.put((batch, labels, fut))
+        return fut
+
+    def _main(self) -> None:
+        try:
+            self._load()
+        except BaseException as exc:  # reported by /health and serve()
+            self.failed = exc
+            logger.error("could not load the model: %s", exc)
+            self.ready.set()
+            return
+        self.ready.set()
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs = [job]
+            tokens = sum(len(ids) for ids in job[0])
+            while tokens < self.config.max_batch_tokens * 4:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                jobs.append(nxt)
+                tokens += sum(len(ids) for ids in nxt[0])
+            self._run(jobs)
+
+    def _run(self, jobs: list[_Job]) -> None:
+        batch = [ids for rows, _, _ in jobs for ids in rows]
+        labels = [lab for rows, lab, _ in jobs for _ in rows]
+        try:
+            results = self.label_logprobs(batch, labels)
+        except BaseException as exc:
+            for _, _, fut in jobs:
+                fut.set_exception(exc)
+            return
+        offset = 0
+        for rows, _, fut in jobs:
+            fut.set_result(results[offset : offset + len(rows)])
+            offset += len(rows)
+
+
+# ---------------------------------------------------------------------- requests (SGLang 0.5.17)
+class ScoreRequest(BaseModel):
+    """``POST /v1/score`` (SGLang's ``ScoringRequest``; unknown fields are ignored, as there)."""
+
+    query: str | list[int] | None = None
+    items: str | list[str] | list[list[int]] | None = None
+    label_token_ids: list[int] | None = None
+    apply_softmax: bool = False
+    item_first: bool = False
+    return_pooled_hidden_states: bool = False
+    embed_override_token_id: int | None = None
+    query_embed_overrides: list[list[float]] | None = None
+    item_embed_overrides: list[list[list[float]] | None] | None = None
+    model: str = "default"
+
+
+class RerankRequest(BaseModel):
+    """``POST /v1/rerank`` (SGLang's ``V1RerankReqInput``, text only)."""
+
+    query: str
+    documents: list[str]
+    instruct: str | None = None
+    top_n: int | None = None
+    return_documents: bool = True
+
+    @field_validator("top_n")
+    @classmethod
+    def _top_n_positive(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            # SGLang's text; pydantic prefixes "Value error, " once more
+            raise ValueError("Value error, parameter top_n should be larger than 0.")
+        return v
+
+
+class _TokenizeRequest(BaseModel):
+    """``POST /v1/tokenize`` (the ``prompt`` form)."""
+
+    prompt: str | list[str]
+    add_special_tokens: bool = True
+
+
+class _HTTPError(Exception):
+    """An error answered with SGLang's flat JSON body."""
+
+    def __init__(self, message: str, status: int = 400, kind: str = "BadRequestError") -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+
+
+def _validation_error(errors: Sequence[Any]) -> _HTTPError:
+    """SGLang's answer to a body FastAPI cannot validate: 400, type "Bad Request", the message
+    ``str(RequestValidationError)`` followed by the error list."""
+    exc = RequestValidationError(errors)
+    exc_str, errors_str = str(exc), str(exc.errors())
+    message = f"{exc_str} {errors_str}" if errors_str and errors_str != exc_str else exc_str
+    return _HTTPError(message, 400, "Bad Request")
+
+
+def _parse_body(raw: bytes, content_type: str, model: type[BaseModel], limit: int) -> Any:
+    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        msg = "Unsupported Media Type: Only 'application/json' is allowed"
+        raise _validation_error([{"loc": ["header", "content-type"], "msg": msg, "type": "value_error"}])
+    if len(raw) > limit:
+        raise _HTTPError(f"Request body too large: more than {limit} bytes", 413, "RequestTooLargeError")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        pos = getattr(exc, "pos", 0)
+        err = {"type": "json_invalid", "loc": ("body", pos), "msg": "JSON decode error", "input": {}}
+        raise _validation_error([err]) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise _validation_error(errors) from None
+
+
+def _check_labels(labels: list[int], label_vocab: int) -> list[int]:
+    """Label token checks of SGLang 0.5.17 and 0.5.23 together (the stricter of each)."""
+    if not labels:
+        raise _HTTPError("label_token_ids must be a nonempty list")
+    if any(t < 0 for t in labels):
+        raise _HTTPError("label_token_ids must contain nonnegative integers")
+    if len(set(labels)) != len(labels):
+        raise _HTTPError("label_token_ids must not contain duplicate tokens")
+    for t in labels:
+        if t >= label_vocab:
+            raise _HTTPError(f"Token ID {t} is out of vocabulary (vocab size: {label_vocab})")
+    return labels
+
+
+def _label_scores(logprobs: list[float], apply_softmax: bool) -> list[float]:
+    """SGLang's conversion: probabilities over the vocabulary, or a softmax over the labels."""
+    if not apply_softmax:
+        return [math.exp(x) for x in logprobs]
+    top = max(logprobs)
+    weights = [math.exp(x - top) for x in logprobs]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+class _Service:
+    """What the routes do, with the runner and the limits."""
+
+    def __init__(self, config: LocalRerankConfig, runner: RerankRunner) -> None:
+        self.config = config
+        self.runner = runner
+
+    def model_name(self) -> str:
+        return self.config.served_model_name or self.runner.model_path
+
+    def check_ready(self) -> None:
+        if self.runner.failed is not None:
+            raise _HTTPError(f"The model failed to load: {self.runner.failed}", 500, "InternalServerError")
+        if not self.runner.ready.is_set():
+            raise _HTTPError("The server is still loading the model", 503, "ServiceUnavailableError")
+
+    def check_sizes(self, sequences: list[list[int]]) -> None:
+        """SGLang's over-long check per prompt (a prompt must stay below the context length),
+        then this backend's per-request caps."""
+        ctx = self.runner.context_length
+        for ids in sequences:
+            if len(ids) >= ctx:
+                raise _HTTPError(
+                    f"The input ({len(ids)} tokens) is longer than the model's context length ({ctx} tokens)."
+                )
+        total = sum(len(ids) for ids in sequences)
+        if total > self.config.max_request_tokens:
+            raise _HTTPError(
+                f"Request too large: {total} prompt tokens > {self.config.max_request_tokens}",
+                413,
+                "RequestTooLargeError",
+            )
+
+    def check_count(self, n: int) -> None:
+        if n > self.config.max_items_per_request:
+            raise _HTTPError(
+                f"Too many items in one request: {n} > {self.config.max_items_per_request}",
+                413,
+                "RequestTooLargeError",
+            )
+
+    async def score_sequences(self, sequences: list[list[int]], labels: list[int]) -> list[list[float]]:
+        self.check_sizes(sequences)
+        return await asyncio.wrap_future(self.runner.submit(sequences, labels))
+
+    async def score_ids(self, req: ScoreRequest) -> list[list[int]]:
+        """The token ids of each query + item pair, as SGLang builds them."""
+        items = req.items
+        assert items is not None  # checked by score()
+        if isinstance(req.query, str) and (isinstance(items, str) or all(isinstance(x, str) for x in items)):
+            texts = [items] if isinstance(items, str) else [str(x) for x in items]
+            self.check_count(len(texts))
+            prompts = [f"{x}{req.query}" if req.item_first else f"{req.query}{x}" for x in texts]
+            return await run_in_threadpool(self.runner.tokenize, prompts, True)
+        if isinstance(req.query, str):
+            raise _HTTPError(
+                "query is text but items are token ids: SGLang would score the text of the Python list "
+                "(send the query as token ids too)"
+            )
+        if isinstance(req.query, list) and not isinstance(items, str) and all(isinstance(x, list) for x in items):
+            self.check_count(len(items))
+            query = req.query
+            seqs = [[*x, *query] if req.item_first else [*query, *x] for x in items if isinstance(x, list)]
+            for i, ids in enumerate(seqs):
+                bad = [t for t in ids if not 0 <= t < self.runner.vocab_size]
+                if bad:
+                    raise _HTTPError(f"Token id {bad[0]} of item {i} is out of range [0, {self.runner.vocab_size})")
+            return seqs
+        raise _HTTPError("Invalid combination of query/items types for score_request.")
+
+    async def score(self, req: ScoreRequest) -> dict[str, Any]:
+        """Answer ``/v1/score``; the checks come in SGLang's order."""
+        if req.embed_override_token_id is not None or req.query_embed_overrides or req.item_embed_overrides:
+            raise _HTTPError("embedding overrides are not supported by the local backend")
+        if req.label_token_ids is None:
+            raise _HTTPError("label_token_ids is required for generation (CausalLM) models.")
+        if req.items is None:
+            raise _HTTPError("items must be provided")
+        sequences: list[list[int]] = []
+        if req.items != []:  # SGLang answers [] to no items, before any other check
+            labels = _check_labels(req.label_token_ids, self.runner.label_vocab_size)
+            sequences = await self.score_ids(req)
+            if req.return_pooled_hidden_states:
+                raise _HTTPError(
+                    "return_pooled_hidden_states is not supported for CausalLM models. It requires a model "
+                    "with a task-specific head (e.g. SequenceClassification or RewardModel)."
+                )
+            for i, ids in enumerate(sequences):
+                if not ids:
+                    raise _HTTPError(f"The input of item {i} is empty (query + item has no tokens)")
+        logprobs = await self.score_sequences(sequences, labels) if sequences else []
+        n_tokens = sum(len(ids) for ids in sequences)
+        return {
+            "scores": [_label_scores(lp, req.apply_softmax) for lp in logprobs],
+            "pooled_hidden_states": None,
+            "model": req.model,
+            "usage": {
+                "prompt_tokens": n_tokens,
+                "total_tokens": n_tokens,
+                "completion_tokens": 0,
+                "prompt_tokens_details": None,
+                "reasoning_tokens": 0,
+            },
+            "object": "scoring",
+        }
+
+    @staticmethod
+    def validate_rerank(req: RerankRequest) -> None:
+        """SGLang's ``OpenAIServingRerank._validate_request`` messages."""
+        if not req.query:
+            raise _HTTPError("Query cannot be empty")
+        if not req.query.strip():
+            raise _HTTPError("Query cannot be empty or whitespace only")
+        if not req.documents:
+            raise _HTTPError("Documents cannot be empty")
+        for doc in req.documents:
+            if not doc:
+                raise _HTTPError("Each document must be a non-empty string")
+            if not doc.strip():
+                raise _HTTPError("Each document cannot be empty or whitespace only")
+
+    def rerank_ids(self, req: RerankRequest) -> list[list[int]]:
+        if self.config.rerank_prompt == "sglang":
+            texts = [sglang_template_prompt(req.query, doc, req.instruct) for doc in req.documents]
+            return self.runner.tokenize(texts, True)
+        template = self.runner.template
+        assert template is not None  # set before ready
+        bodies = [format_body(req.query, doc, req.instruct or None) for doc in req.documents]
+        return [[*template.prefix_ids, *ids, *template.suffix_ids] for ids in self.runner.tokenize(bodies, False)]
+
+    async def rerank(self, req: RerankRequest) -> list[dict[str, Any]]:
+        self.validate_rerank(req)
+        self.check_count(len(req.documents))
+        template = self.runner.template
+        assert template is not None
+        sequences = await run_in_threadpool(self.rerank_ids, req)
+        logprobs = await self.score_sequences(sequences, [template.yes_id, template.no_id])
+        results = []
+        for i, (yes, no) in enumerate(logprobs):
+            entry: dict[str, Any] = {"score": p_yes(yes, no)}
+            if req.return_documents:
+                entry["document"] = req.documents[i]
+            results.append({**entry, "index": i, "meta_info": None})
+        results.sort(key=lambda e: e["score"], reverse=True)  # stable: ties keep their order
+        return results[: req.top_n] if req.top_n is not None else results
+
+    def model_info(self) -> dict[str, Any]:
+        template = self.runner.template
+        return {
+            "model_path": self.runner.model_path,
+            "tokenizer_path": self.runner.model_path,
+            "is_generation": True,
+            "preferred_sampling_params": None,
+            "weight_version": "default",
+            "has_image_understanding": False,
+            "has_audio_understanding": False,
+            "model_type": self.runner.model_type,
+            "architectures": self.runner.architectures,
+            # only this backend says so; on SGLang, is_generation=true is the signal
+            "reranker": {
+                "yes_token_id": template.yes_id if template else None,
+                "no_token_id": template.no_id if template else None,
+                "rerank_prompt": self.config.rerank_prompt,
+                "exact_route": "/v1/score",
+            },
+        }
+
+    def server_info(self) -> dict[str, Any]:
+        return {
+            "version": f"qwen-sglang-local {__version__}",
+            "backend": "local",
+            "task": "rerank",
+            "model_path": self.runner.model_path,
+            "served_model_name": self.model_name(),
+            "is_embedding": False,
+            "context_length": self.runner.context_length or None,
+            "rerank_prompt": self.config.rerank_prompt,
+            "device": self.config.device,
+            "dtype": self.config.dtype,
+            "host": self.config.host,
+            "port": self.config.port,
+        }
+
+
+def _error(message: str, status: int, kind: str) -> Any:
+    body = {"object": "error", "message": message, "type": kind, "param": None, "code": status}
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def create_app(config: LocalRerankConfig, runner: RerankRunner | None = None) -> Any:
+    """Build the FastAPI application (the model loads in the background once it starts)."""
+    runner = runner or RerankRunner(config)
+    svc = _Service(config, runner)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        runner.start()
+        yield
+        runner.stop()
+
+    app = FastAPI(title="qwen-sglang local reranker", version=__version__, lifespan=lifespan)
+    app.state.runner = runner
+
+    @app.middleware("http")
+    async def auth(request: Request, call_next: Any) -> Any:
+        needs_key = bool(config.api_key) and not request.url.path.startswith("/health")
+        if needs_key and request.headers.get("authorization", "") != f"Bearer {config.api_key}":
+            return JSONResponse({"error": "Unauthorized"}, status_code=401)
+        return await call_next(request)
+
+    @app.exception_handler(_HTTPError)
+    async def http_error(request: Request, exc: _HTTPError) -> Any:
+        return _error(str(exc), exc.status, exc.kind)
+
+    async def parsed(request: Request, model: type[BaseModel]) -> Any:
+        raw = await request.body()
+        body = _parse_body(raw, request.headers.get("content-type", ""), model, config.max_request_bytes)
+        svc.check_ready()
+        return body
+
+    @app.get("/health")
+    async def health() -> Any:
+        return Response(status_code=200 if runner.ready.is_set() and runner.failed is None else 503)
+
+    @app.get("/v1/models")
+    async def models() -> Any:
+        name = svc.model_name()
+        entry = {"id": name, "object": "model", "created": int(time.time()), "owned_by": "sglang", "root": name}
+        return {"object": "list", "data": [{**entry, "max_model_len": runner.context_length or None}]}
+
+    app.get("/model_info")(svc.model_info)
+    app.get("/get_model_info")(svc.model_info)
+    app.get("/server_info")(svc.server_info)
+    app.get("/get_server_info")(svc.server_info)
+
+    async def tokenize(request: Request) -> Any:
+        data = await parsed(request, _TokenizeRequest)
+        prompts = [data.prompt] if isinstance(data.prompt, str) else data.prompt
+        tokens = await run_in_threadpool(runner.tokenize, prompts, data.add_special_tokens)
+        single = isinstance(data.prompt, str)
+        counts = [len(t) for t in tokens]
+        return {
+            "tokens": tokens[0] if single else tokens,
+            "count": counts[0] if single else counts,
+            "max_model_len": runner.tokenizer_max_length,  # like SGLang: the tokenizer's limit
+        }
+
+    app.post("/v1/tokenize")(tokenize)
+    app.post("/tokenize")(tokenize)
+
+    @app.post("/v1/score")
+    async def score(request: Request) -> Any:
+        return await svc.score(await parsed(request, ScoreRequest))
+
+    async def rerank(request: Request) -> Any:
+        return await svc.rerank(await parsed(request, RerankRequest))
+
+    app.api_route("/v1/rerank", methods=["POST", "PUT"])(rerank)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Any:
+        svc.check_ready()
+        raise _HTTPError(
+            "This model does not appear to be an embedding model by default. "
+            "Please add `--is-embedding` when launching the server or try another model."
+        )
+
+    return app
+
+
+def serve(config: LocalRerankConfig) -> int:
+    """Run the local reranker backend until interrupted. Returns the process exit code.
+
+    Prints SGLang's ready line once the model is loaded and warmed (what managed launchers wait
+    for besides ``/health``), and exits 1 when the model cannot be loaded.
+    """
+    import uvicorn
+
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
+        logger.warning("binding %s without --api-key: anyone who can reach this port can use the server", config.host)
+    check_model_arg(config.model)
+    runner = RerankRunner(config)
+    app = create_app(config, runner)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False)
+    )
+
+    def watch() -> None:
+        runner.ready.wait()
+        if runner.failed is not None:
+            server.should_exit = True
+        else:
+            print(READY_LINE, flush=True)
+
+    threading.Thread(target=watch, name="qwen-sglang-rerank-ready", daemon=True).start()
+    server.run()
+    if runner.failed is not None:
+        print(f"error: {runner.failed}", flush=True)
+        return 1
+    return 0 if server.started else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m qwen_sglang.local_rerank --model DIR [--port N] [--rerank-prompt qwen]``."""
+    p = argparse.ArgumentParser(
+        prog="python -m qwen_sglang.local_rerank",
+        description="Serve a Qwen3-Reranker on CPU with SGLang's /v1/score and /v1/rerank",
+    )
+    p.add_argument("--model", required=True, help="model directory (a Qwen3-Reranker)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=30000)
+    p.add_argument("--served-model-name", default=None)
+    p.add_argument("--api-key", default=None, help="require this bearer key on /v1/* (health stays open)")
+    p.add_argument("--rerank-prompt", choices=["sglang", "qwen"], default="sglang", help="what /v1/rerank renders")
+    p.add_argument("--context-length", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--max-batch-tokens", type=int, default=16384)
+    p.add_argument("--log-level", default="info")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = LocalRerankConfig(
+        model=args.model,
+        host=args.host,
+        port=args.port,
+        served_model_name=args.served_model_name,
+        api_key=args.api_key,
+        rerank_prompt=args.rerank_prompt,
+        context_length=args.context_length,
+        device=args.device,
+        dtype=args.dtype,
+        max_batch_tokens=args.max_batch_tokens,
+        log_level=args.log_level,
+    )
+    return serve(config)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
