@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
 import logging
 import math
@@ -89,6 +90,8 @@ class LocalRerankConfig:
         context_length: The served context (default: the model's ``max_position_embeddings``);
             a prompt of this many tokens or more is refused, like SGLang.
         max_batch_tokens: Most padded tokens in one forward pass.
+        max_batch_rows: Most sequences in one forward pass (each row's next-token logits span the
+            whole vocabulary: 64 rows of Qwen3's 151,669 take 39 MB in fp32).
         max_items_per_request: Most items (``/v1/score``) or documents (``/v1/rerank``) per request.
         max_request_tokens: Most prompt tokens in one request, all pairs together.
         max_request_bytes: Largest request body.
@@ -105,6 +108,7 @@ class LocalRerankConfig:
     device: str = "cpu"
     dtype: str = "float32"
     max_batch_tokens: int = 16384
+    max_batch_rows: int = 64
     max_items_per_request: int = 4096
     max_request_tokens: int = 2_000_000
     max_request_bytes: int = 64_000_000
@@ -115,7 +119,13 @@ class LocalRerankConfig:
             raise ConfigurationError(f"rerank_prompt must be 'sglang' or 'qwen', got {self.rerank_prompt!r}")
         if self.context_length is not None and self.context_length < 2:
             raise ConfigurationError(f"context_length must be >= 2, got {self.context_length!r}")
-        for name in ("max_batch_tokens", "max_items_per_request", "max_request_tokens", "max_request_bytes"):
+        for name in (
+            "max_batch_tokens",
+            "max_batch_rows",
+            "max_items_per_request",
+            "max_request_tokens",
+            "max_request_bytes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
@@ -131,14 +141,14 @@ def sglang_template_prompt(query: str, document: str, instruct: str | None) -> s
     return f"{PREFIX}<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}{SGLANG_TEMPLATE_SUFFIX}"
 
 
-def _length_sorted_chunks(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
-    """Indices sorted by length, cut into runs whose padded size (rows x longest) fits ``budget``
-    (a single longer row still forms a run of one)."""
+def _length_sorted_chunks(lengths: Sequence[int], budget: int, max_rows: int) -> Iterator[list[int]]:
+    """Indices sorted by length, cut into runs of at most ``max_rows`` whose padded size
+    (rows x longest) fits ``budget`` (a single longer row still forms a run of one)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     start = 0
     while start < len(order):
         end = start + 1
-        while end < len(order) and lengths[order[end]] * (end - start + 1) <= budget:
+        while end - start < max_rows and end < len(order) and lengths[order[end]] * (end - start + 1) <= budget:
             end += 1
         yield order[start:end]
         start = end
@@ -210,7 +220,8 @@ class RerankRunner:
         as the NEXT token, from left-padded forward passes with per-row position ids."""
         torch = self._torch
         out: list[list[float]] = [[] for _ in batch]
-        for chunk in _length_sorted_chunks([len(ids) for ids in batch], self.config.max_batch_tokens):
+        lengths = [len(ids) for ids in batch]
+        for chunk in _length_sorted_chunks(lengths, self.config.max_batch_tokens, self.config.max_batch_rows):
             width = len(batch[chunk[-1]])
             input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -388,6 +399,19 @@ def _label_scores(logprobs: list[float], apply_softmax: bool) -> list[float]:
     return [w / total for w in weights]
 
 
+def _score_response(sequences: list[list[int]], scores: list[list[float]], req: ScoreRequest) -> dict[str, Any]:
+    """SGLang's ``ScoringResponse`` (as its ``model_dump()``)."""
+    n_tokens = sum(len(ids) for ids in sequences)
+    usage = {
+        "prompt_tokens": n_tokens,
+        "total_tokens": n_tokens,
+        "completion_tokens": 0,
+        "prompt_tokens_details": None,
+        "reasoning_tokens": 0,
+    }
+    return {"scores": scores, "pooled_hidden_states": None, "model": req.model, "usage": usage, "object": "scoring"}
+
+
 class _Service:
     """What the routes do, with the runner and the limits."""
 
@@ -466,33 +490,20 @@ class _Service:
             raise _HTTPError("label_token_ids is required for generation (CausalLM) models.")
         if req.items is None:
             raise _HTTPError("items must be provided")
-        sequences: list[list[int]] = []
-        if req.items != []:  # SGLang answers [] to no items, before any other check
-            labels = _check_labels(req.label_token_ids, self.runner.label_vocab_size)
-            sequences = await self.score_ids(req)
-            if req.return_pooled_hidden_states:
-                raise _HTTPError(
-                    "return_pooled_hidden_states is not supported for CausalLM models. It requires a model "
-                    "with a task-specific head (e.g. SequenceClassification or RewardModel)."
-                )
-            for i, ids in enumerate(sequences):
-                if not ids:
-                    raise _HTTPError(f"The input of item {i} is empty (query + item has no tokens)")
-        logprobs = await self.score_sequences(sequences, labels) if sequences else []
-        n_tokens = sum(len(ids) for ids in sequences)
-        return {
-            "scores": [_label_scores(lp, req.apply_softmax) for lp in logprobs],
-            "pooled_hidden_states": None,
-            "model": req.model,
-            "usage": {
-                "prompt_tokens": n_tokens,
-                "total_tokens": n_tokens,
-                "completion_tokens": 0,
-                "prompt_tokens_details": None,
-                "reasoning_tokens": 0,
-            },
-            "object": "scoring",
-        }
+        if req.items == []:  # SGLang answers no items with no scores, before any other check
+            return _score_response([], [], req)
+        labels = _check_labels(req.label_token_ids, self.runner.label_vocab_size)
+        sequences = await self.score_ids(req)
+        if req.return_pooled_hidden_states:
+            raise _HTTPError(
+                "return_pooled_hidden_states is not supported for CausalLM models. It requires a model "
+                "with a task-specific head (e.g. SequenceClassification or RewardModel)."
+            )
+        for i, ids in enumerate(sequences):
+            if not ids:
+                raise _HTTPError(f"The input of item {i} is empty (query + item has no tokens)")
+        logprobs = await self.score_sequences(sequences, labels)
+        return _score_response(sequences, [_label_scores(lp, req.apply_softmax) for lp in logprobs], req)
 
     @staticmethod
     def validate_rerank(req: RerankRequest) -> None:
@@ -595,7 +606,8 @@ def create_app(config: LocalRerankConfig, runner: RerankRunner | None = None) ->
     @app.middleware("http")
     async def auth(request: Request, call_next: Any) -> Any:
         needs_key = bool(config.api_key) and not request.url.path.startswith("/health")
-        if needs_key and request.headers.get("authorization", "") != f"Bearer {config.api_key}":
+        given = request.headers.get("authorization", "").encode()
+        if needs_key and not hmac.compare_digest(given, f"Bearer {config.api_key}".encode()):
             return JSONResponse({"error": "Unauthorized"}, status_code=401)
         return await call_next(request)
 

@@ -190,6 +190,8 @@ def test_scores_do_not_depend_on_batching_or_concurrency(rerank_server: ManagedS
     alone = [score([x])[0] for x in ids]
     together = score(ids)
     assert max(abs(a - b) for a, b in zip(alone, together, strict=True)) <= 1e-6
+    many = score(ids * 4)  # 72 rows: more than one forward pass (at most 64 rows each)
+    assert max(abs(a - b) for a, b in zip(many, together * 4, strict=True)) <= 1e-6
     results: dict[int, list[float]] = {}
 
     def worker(k: int) -> None:
