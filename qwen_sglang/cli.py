@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from qwen_sglang._version import __version__
@@ -141,9 +142,11 @@ def _build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser(
         "ingest",
         help="embed files into a Chroma collection (streaming, resumable, idempotent)",
-        description="Read .txt/.md files and .jsonl records ({id, text, metadata}), directories "
-        "recursively; chunk, embed and write them to an embedded Chroma collection. A rerun skips "
-        "what is stored, a changed file replaces its chunks, bad inputs are reported with file and line.",
+        description="Read .txt/.md/.markdown/.rst files and .jsonl/.ndjson records ({id, text, metadata}), "
+        "directories recursively; chunk, embed and write them to an embedded Chroma collection. A rerun skips "
+        "what is stored; for every file read, the collection then holds exactly what the file produces now. "
+        "Bad inputs are reported with file and line. Exit status: 0 done, 1 stopped by an error, 3 done with "
+        "problems reported, 4 nothing to ingest, 130 interrupted (rerun the same command to resume).",
     )
     _add_client_args(i)
     i.add_argument("paths", nargs="+", help="files or directories")
@@ -151,7 +154,19 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("--persist-dir", required=True, help="Chroma directory")
     i.add_argument("--dimensions", type=int, default=None, help="Matryoshka output width")
     i.add_argument("--chunk-chars", type=int, default=2000, help="largest chunk, in characters (default 2000)")
-    i.add_argument("--batch", type=int, default=256, help="chunks per write batch (default 256)")
+    i.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="file encoding: a codec, a comma-separated list tried in order per file (e.g. utf-8,gb18030), "
+        "or auto (detection, needs charset-normalizer) (default utf-8)",
+    )
+    i.add_argument(
+        "--chunks-per-write",
+        type=int,
+        default=256,
+        help="chunks looked up, embedded and written together (default 256)",
+    )
+    i.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)  # deprecated: --chunks-per-write
     i.add_argument("--max-concurrency", type=int, default=8, help="embedding requests in flight (default 8)")
     i.add_argument("--request-size", type=int, default=None, help="most texts per embedding request (default 32)")
     i.add_argument("--request-tokens", type=int, default=None, help="token budget per embedding request (default 8192)")
@@ -160,6 +175,12 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=["report", "fail"],
         default="report",
         help="bad inputs: report and skip them (default), or stop the run",
+    )
+    i.add_argument(
+        "--allow-problems", action="store_true", help="exit 0 when problems were reported (not when nothing was read)"
+    )
+    i.add_argument(
+        "--prune", action="store_true", help="also delete the chunks of files under PATHS that no longer exist"
     )
     i.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -221,7 +242,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from qwen_sglang.client import EmbeddingClient
-    from qwen_sglang.ingest import ingest
+    from qwen_sglang.ingest import IngestReport, ingest
 
     kwargs = _client_kwargs(args) | {"max_concurrency": args.max_concurrency}
     for option, name in (
@@ -231,21 +252,63 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     ):
         if getattr(args, option) is not None:
             kwargs[name] = getattr(args, option)
-    with EmbeddingClient(**kwargs) as client:
-        report = ingest(
-            args.paths,
-            client=client,
-            persist_dir=args.persist_dir,
-            collection_name=args.collection,
-            max_chars=args.chunk_chars,
-            batch_size=args.batch,
-            on_error=args.on_error,
-            show_progress=not args.no_progress,
-        )
-    for problem in report.problems:
-        print(f"skipped {problem}", file=sys.stderr)
+    if args.batch is not None:
+        print("warning: --batch is deprecated: use --chunks-per-write", file=sys.stderr)
+        args.chunks_per_write = args.batch
+    report = IngestReport()
+    try:
+        with _sigterm_as_interrupt(), EmbeddingClient(**kwargs) as client:
+            ingest(
+                args.paths,
+                client=client,
+                persist_dir=args.persist_dir,
+                collection_name=args.collection,
+                max_chars=args.chunk_chars,
+                chunks_per_write=args.chunks_per_write,
+                encoding=args.encoding,
+                on_error=args.on_error,
+                prune=args.prune,
+                show_progress=not args.no_progress,
+                report=report,
+            )
+    except BaseException:
+        if report.units or report.files:
+            _print_problems(report)
+            print(f"stopped: {report.summary()}", file=sys.stderr)
+            print("rerun the same command to resume: what is stored is skipped", file=sys.stderr)
+        raise
+    _print_problems(report)
     print(report.summary())
+    if not report.units:
+        print("error: nothing to ingest (no readable document in the paths given)", file=sys.stderr)
+        return 4
+    if report.problems and not args.allow_problems:
+        print(f"{len(report.problems)} problems (listed above): exit status 3 (--allow-problems: 0)", file=sys.stderr)
+        return 3
     return 0
+
+
+def _print_problems(report: Any) -> None:
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the run like Ctrl-C (the write in progress finishes, a summary is printed)."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _served_model(base_url: str, api_key: str | None) -> str | None:

@@ -17,7 +17,7 @@ from qwen_sglang import EmbeddingClient
 from qwen_sglang.chroma import QwenSGLangEmbeddingFunction
 from qwen_sglang.ingest import chunk_id, ingest
 from qwen_sglang.server import ManagedServer
-from tests.conftest import TOL
+from tests.conftest import TOL, make_server
 
 
 def collection(persist: Path, name: str = "docs"):  # type: ignore[no-untyped-def]
@@ -33,18 +33,20 @@ def write_records(path: Path, n: int) -> list[str]:
         for i in range(n):
             text = f"Record {i}: a short document about topic {i % 37} and item {i * 7 % 101}."
             fh.write(json.dumps({"id": f"r{i}", "text": text, "metadata": {"n": i}}) + "\n")
-            ids.append(chunk_id(f"{path.resolve().as_posix()}#r{i}", 0, text))
+            ids.append(chunk_id(f"{path.resolve().as_posix()}#r{i}", 0, text, {"n": i, "record_id": f"r{i}"}))
     return ids
 
 
-def ingest_cmd(server: ManagedServer, data: Path, persist: Path, collection: str = "docs", *extra: str) -> list[str]:
+def ingest_cmd(
+    server: ManagedServer, data: Path | list[Path], persist: Path, collection: str = "docs", *extra: str
+) -> list[str]:
     """The `qwen-sglang ingest` command line against the test server."""
     return [
         sys.executable,
         "-m",
         "qwen_sglang",
         "ingest",
-        str(data),
+        *map(str, data if isinstance(data, list) else [data]),
         "--collection",
         collection,
         "--persist-dir",
@@ -58,13 +60,25 @@ def ingest_cmd(server: ManagedServer, data: Path, persist: Path, collection: str
 
 
 def run_ingest(
-    server: ManagedServer, data: Path, persist: Path, collection: str = "docs", *extra: str
+    server: ManagedServer, data: Path | list[Path], persist: Path, collection: str = "docs", *extra: str
 ) -> subprocess.CompletedProcess[str]:
     cmd = ingest_cmd(server, data, persist, collection, *extra)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
 
 
-KILL_RUN = ("--batch", "100", "--max-concurrency", "2")
+KILL_RUN = ("--chunks-per-write", "100", "--max-concurrency", "2")
+
+
+def wait_for_progress(proc: subprocess.Popen[bytes], embedded: int) -> bytes:
+    """Read the progress bar on stderr until it shows ``embedded`` chunks embedded (or EOF)."""
+    assert proc.stderr is not None
+    seen = b""
+    while chunk := proc.stderr.read1(4096):  # type: ignore[attr-defined]
+        seen += chunk
+        counts = [int(x) for x in re.findall(rb"embedded=(\d+)", seen)]
+        if counts and counts[-1] >= embedded:
+            break
+    return seen
 
 
 def test_kill_midway_then_rerun_gives_exactly_the_records(server: ManagedServer, tmp_path: Path) -> None:
@@ -77,17 +91,8 @@ def test_kill_midway_then_rerun_gives_exactly_the_records(server: ManagedServer,
         stdout=subprocess.PIPE,
         start_new_session=True,
     )
-    assert proc.stderr is not None
-    seen = b""
-    while True:  # wait until the progress bar shows a good part done, then SIGKILL
-        ch = proc.stderr.read(64)
-        if not ch:
-            break
-        seen += ch
-        counts = [int(x) for x in re.findall(rb"Ingesting: (?:\s*\d+%\|[^|]*\| )?(\d+)", seen)]
-        if counts and counts[-1] >= 1000:
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
+    wait_for_progress(proc, 1000)  # a good part done, then SIGKILL
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     partial = collection(persist).count()
@@ -136,9 +141,11 @@ def test_problems_are_reported_and_the_rest_ingested(server: ManagedServer, tmp_
     (data / "ok.txt").write_text("fine text")
     (data / "bad.jsonl").write_text('{"text": "one"}\nnot json\n')
     out = run_ingest(server, data, tmp_path / "db", "col1", "--no-progress")
-    assert out.returncode == 0, out.stderr
-    assert "bad.jsonl:2: malformed JSON" in out.stderr
+    assert out.returncode == 3, out.stderr  # done, with problems
+    assert "bad.jsonl:2: malformed JSON" in out.stderr and "exit status 3 (--allow-problems: 0)" in out.stderr
     assert "2 documents, 2 chunks: 2 embedded" in out.stdout and "1 problems" in out.stdout
+    relaxed = run_ingest(server, data, tmp_path / "db", "col1", "--no-progress", "--allow-problems")
+    assert relaxed.returncode == 0 and "0 embedded, 2 already stored" in relaxed.stdout
     failing = run_ingest(server, data, tmp_path / "db", "col2", "--on-error", "fail", "--no-progress")
     assert failing.returncode == 1 and "bad.jsonl:2" in failing.stderr
 
@@ -250,3 +257,215 @@ def test_unknown_store_is_refused(server: ManagedServer, tmp_path: Path) -> None
     client = EmbeddingClient(base_url=server.base_url, model="x")
     with pytest.raises(ConfigurationError, match="LangChain VectorStore or a LlamaIndex vector store, not dict"):
         ingest([tmp_path], client=client, store={}, show_progress=False)
+
+
+# ------------------------------------------------------------------------------------------
+# Nothing lost, nothing stale (issue 15) and the first hour (issue 16)
+# ------------------------------------------------------------------------------------------
+def stored(persist: Path, name: str = "docs") -> dict[str, list[tuple[str, dict[str, object]]]]:
+    """What the collection holds, by file name: (chunk text, metadata) pairs in id order."""
+    got = collection(persist, name).get(include=["documents", "metadatas"])
+    out: dict[str, list[tuple[str, dict[str, object]]]] = {}
+    for _cid, text, meta in sorted(zip(got["ids"], got["documents"], got["metadatas"], strict=True)):
+        out.setdefault(Path(str(meta["source"])).name, []).append((text, meta))
+    return out
+
+
+def test_records_sharing_an_id_across_batches_are_reported_and_all_kept(server: ManagedServer, tmp_path: Path) -> None:
+    """They used to delete each other's chunks as "stale" when they landed in different batches."""
+    records = [{"text": "no id, first line"}, {"id": 1, "text": "id one"}, {"id": "x", "text": "first x"}]
+    records += [{"id": f"f{i}", "text": f"filler {i}"} for i in range(30)]
+    records += [{"id": None, "text": "null a"}, {"id": None, "text": "null b"}, {"id": "x", "text": "second x"}]
+    data = tmp_path / "r.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = run_ingest(server, data, tmp_path / "db", "docs", "--no-progress", "--chunks-per-write", "4")
+    assert out.returncode == 3, out.stderr
+    assert f"{data}:36: same record id as line 3: both are stored" in out.stderr
+    texts = sorted(text for text, _ in stored(tmp_path / "db")["r.jsonl"])
+    assert texts == sorted(r["text"] for r in records)  # all 36: nothing deleted
+    again = run_ingest(server, data, tmp_path / "db", "docs", "--no-progress", "--chunks-per-write", "7")
+    assert "0 embedded, 36 already stored, 0 stale removed" in again.stdout
+    assert collection(tmp_path / "db").count() == 36
+
+
+def test_a_rerun_leaves_exactly_what_the_files_hold_now(server: ManagedServer, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "emptied.txt").write_text("This file will be emptied.")
+    (docs / "recoded.md").write_text("Caf\u00e9 au lait, written in UTF-8 first.")
+    (docs / "deleted.txt").write_text("This file will be deleted from disk.")
+    records = docs / "r.jsonl"
+    records.write_text(
+        '{"id": "keep", "text": "kept record", "metadata": {"v": 1}}\n'
+        '{"id": "drop", "text": "removed record"}\n'
+        '{"id": "meta", "text": "metadata changes", "metadata": {"v": 1}}\n'
+    )
+    db = tmp_path / "db"
+    first = run_ingest(server, docs, db, "docs", "--no-progress")
+    assert first.returncode == 0 and "4 files, 6 documents, 6 chunks: 6 embedded" in first.stdout, first.stderr
+
+    (docs / "emptied.txt").write_text("   \n")
+    (docs / "recoded.md").write_bytes("Caf\u00e9 au lait, now in Latin-1.".encode("latin-1"))
+    (docs / "deleted.txt").unlink()
+    records.write_text(
+        '{"id": "keep", "text": "kept record", "metadata": {"v": 1}}\n'
+        '{"id": "meta", "text": "metadata changes", "metadata": {"v": 2}}\n'
+    )
+    second = run_ingest(server, docs, db, "docs", "--no-progress")
+    assert second.returncode == 3, second.stderr
+    assert "emptied.txt: empty file" in second.stderr and "recoded.md: not UTF-8" in second.stderr
+    assert "1 embedded, 1 already stored, 4 stale removed" in second.stdout
+    now = stored(db)
+    assert sorted(now) == ["deleted.txt", "r.jsonl"]  # a file gone from disk keeps its chunks...
+    assert [(t, m["v"]) for t, m in now["r.jsonl"] if m["record_id"] == "meta"] == [("metadata changes", 2)]
+    assert sorted(t for t, _ in now["r.jsonl"]) == ["kept record", "metadata changes"]
+
+    pruned = run_ingest(server, docs, db, "docs", "--no-progress", "--prune", "--allow-problems")
+    assert pruned.returncode == 0 and "1 pruned" in pruned.stdout, pruned.stderr
+    assert sorted(stored(db)) == ["r.jsonl"]  # ...until --prune
+
+    fixed = run_ingest(server, docs, db, "docs", "--no-progress", "--encoding", "utf-8,latin-1", "--allow-problems")
+    assert [t for t, _ in stored(db)["recoded.md"]] == ["Caf\u00e9 au lait, now in Latin-1."], fixed.stderr
+
+
+def test_the_same_file_reached_twice_and_identical_records_are_stored_once(
+    server: ManagedServer, tmp_path: Path
+) -> None:
+    """They used to abort the run with a raw DuplicateIDError and store nothing of the batch."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("Alpha document.")
+    (docs / "link.txt").symlink_to(docs / "a.txt")
+    (docs / "twice.jsonl").write_text('{"id": "r", "text": "same"}\n{"id": "r", "text": "same"}\n{"text": "other"}\n')
+    paths = [docs, docs / "a.txt", docs / "a.txt", docs / "link.txt"]
+    out = run_ingest(server, paths, tmp_path / "db", "docs", "--no-progress")
+    assert out.returncode == 3 and "Traceback" not in out.stderr, out.stderr
+    assert "twice.jsonl:2: same record id as line 1" in out.stderr
+    assert "2 files, 4 documents, 4 chunks: 3 embedded, 1 already stored" in out.stdout
+    assert sorted(t for ts in stored(tmp_path / "db").values() for t, _ in ts) == ["Alpha document.", "other", "same"]
+
+
+def test_hostile_files_are_reported_and_the_rest_ingested(server: ManagedServer, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "good.md").write_text("A good document.")
+    with open(os.fsencode(docs) + b"/caf\xe9.txt", "wb") as fh:
+        fh.write(b"under a Latin-1 file name")
+    (docs / "sub" / "loop").symlink_to(docs)
+    (docs / "r.jsonl").write_text(
+        '{"id": "ok", "text": "fine", "metadata": {"url": "https://example.com"}}\n'
+        '{"id": "s", "text": "lone \\ud800 surrogate"}\n'
+        '{"id": "k", "text": "t", "metadata": {"#doc": 1}}\n'
+        '{"id": "c", "text": "t", "metadata": {"chroma:document": "x"}}\n'
+        '{"id": "e", "text": "t", "metadata": {"": 1}}\n'
+        '{"id": "n", "text": "t", "metadata": {"score": NaN}}\n'
+        '{"id": "i", "text": "t", "metadata": {"score": 1e999}}\n'
+        '{"id": "src", "text": "t", "metadata": {"source": "the web"}}\n'
+    )
+    out = run_ingest(server, docs, tmp_path / "db", "docs", "--no-progress")
+    assert out.returncode == 3 and "Traceback" not in out.stderr, out.stderr
+    for where in ("caf\\xe9.txt: file name is not valid UTF-8", "sub/loop: symlink loop", "r.jsonl:2: text has a lone"):
+        assert where in out.stderr
+    for line in range(3, 9):
+        assert f"r.jsonl:{line}: " in out.stderr
+    held = stored(tmp_path / "db")
+    assert sorted(held) == ["good.md", "r.jsonl"]
+    [(text, meta)] = held["r.jsonl"]
+    assert text == "fine" and meta["url"] == "https://example.com" and meta["source"] == str(docs / "r.jsonl")
+
+
+@pytest.mark.parametrize("what", ["missing", "png", "empty dir"])
+def test_nothing_to_ingest_is_an_error(server: ManagedServer, tmp_path: Path, what: str) -> None:
+    target = tmp_path / "in"
+    if what == "png":
+        target = tmp_path / "photo.png"
+        target.write_bytes(b"\x89PNG\r\n")
+    elif what == "empty dir":
+        target.mkdir()
+        (target / "photo.png").write_bytes(b"\x89PNG\r\n")
+    out = run_ingest(server, target, tmp_path / "db", "docs", "--no-progress", "--allow-problems")
+    assert out.returncode == 4, out.stderr
+    assert "error: nothing to ingest" in out.stderr
+
+
+def test_ctrl_c_prints_a_partial_summary_and_the_rerun_completes(server: ManagedServer, tmp_path: Path) -> None:
+    data = tmp_path / "records.jsonl"
+    expected = write_records(data, 3000)
+    persist = tmp_path / "chroma"
+    cmd = ingest_cmd(server, data, persist, "docs", *KILL_RUN)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+    wait_for_progress(proc, 300)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    partial = collection(persist).count()
+    assert b"stopped: " in err and f"{partial} embedded".encode() in err
+    assert b"rerun the same command to resume" in err and b"Traceback" not in err
+    done = run_ingest(server, data, persist, "docs", *KILL_RUN, "--no-progress")
+    assert f"{3000 - partial} embedded, {partial} already stored" in done.stdout
+    assert sorted(collection(persist).get(include=[])["ids"]) == sorted(expected)
+
+
+def test_a_dead_server_stops_the_run_with_a_summary_and_the_rerun_completes(
+    server: ManagedServer, qwen_model_dir: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "records.jsonl"
+    expected = write_records(data, 3000)
+    persist = tmp_path / "chroma"
+    with make_server(qwen_model_dir) as doomed:
+        cmd = ingest_cmd(doomed, data, persist, "docs", *KILL_RUN)
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        wait_for_progress(proc, 300)
+        assert doomed.pid is not None
+        os.killpg(doomed.pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 1, err[-2000:]
+    text = err.decode()
+    assert "stopped: " in text and "rerun the same command to resume" in text and "error: " in text
+    partial = collection(persist).count()
+    assert 0 < partial < 3000 and f"{partial} embedded" in text
+    done = run_ingest(server, data, persist, "docs", *KILL_RUN, "--no-progress")
+    assert done.returncode == 0 and f"{3000 - partial} embedded, {partial} already stored" in done.stdout
+    assert sorted(collection(persist).get(include=[])["ids"]) == sorted(expected)
+
+
+def test_progress_has_totals_and_moves_with_each_request(server: ManagedServer, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(20):
+        (docs / f"doc{i:02d}.txt").write_text(f"Document number {i} about topic {i % 3}.")
+    args = ("--request-size", "2", "--max-concurrency", "1")
+    out = run_ingest(server, docs, tmp_path / "db", "docs", *args)
+    assert out.returncode == 0, out.stderr
+    bar = out.stderr
+    assert "Ingesting" in bar and "/20" in bar and "docs/s=" in bar and "tokens/s=" in bar
+    counts = sorted({int(n) for n in re.findall(r"embedded=(\d+)", bar)})
+    assert counts == list(range(0, 21, 2)), counts  # one step per request of 2 texts
+    sizes = sum(p.stat().st_size for p in docs.iterdir())
+    assert f"/{sizes}" in bar.replace("B/s", "") and "files=20/20" in bar
+
+
+def test_gbk_and_latin1_files_are_read_with_encoding(server: ManagedServer, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    chinese = "\u5411\u91cf\u68c0\u7d22\u628a\u95ee\u9898\u548c\u6587\u6863\u6620\u5c04\u5230\u540c\u4e00\u4e2a\u7a7a\u95f4\u3002"
+    (docs / "zh.txt").write_bytes((chinese * 30).encode("gbk"))
+    (docs / "fr.txt").write_bytes("Cr\u00e8me br\u00fbl\u00e9e et caf\u00e9.".encode("latin-1"))
+    default = run_ingest(server, docs, tmp_path / "db", "plain", "--no-progress")
+    assert default.returncode == 4 and "zh.txt: not UTF-8" in default.stderr and "--encoding" in default.stderr
+    listed = run_ingest(server, docs, tmp_path / "db", "listed", "--no-progress", "--encoding", "utf-8,gb18030,latin-1")
+    assert listed.returncode == 0, listed.stderr
+    texts = {name: [t for t, _ in chunks] for name, chunks in stored(tmp_path / "db", "listed").items()}
+    assert texts == {"zh.txt": [chinese * 30], "fr.txt": ["Cr\u00e8me br\u00fbl\u00e9e et caf\u00e9."]}
+    detected = run_ingest(server, docs / "zh.txt", tmp_path / "db", "auto", "--no-progress", "--encoding", "auto")
+    assert detected.returncode == 0 and [t for t, _ in stored(tmp_path / "db", "auto")["zh.txt"]] == [chinese * 30]
+
+
+def test_the_old_batch_names_still_work_with_a_warning(server: ManagedServer, tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("some text")
+    out = run_ingest(server, tmp_path / "a.txt", tmp_path / "db", "docs", "--no-progress", "--batch", "5")
+    assert out.returncode == 0 and "--batch is deprecated: use --chunks-per-write" in out.stderr
+    client = EmbeddingClient(base_url=server.base_url, model="x")
+    with pytest.warns(DeprecationWarning, match="chunks_per_write"):
+        report = ingest([tmp_path / "a.txt"], client=client, collection=collection(tmp_path / "db2"), batch_size=5)
+    assert report.embedded == 1
