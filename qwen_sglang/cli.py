@@ -11,10 +11,13 @@ import signal
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qwen_sglang._version import __version__
 from qwen_sglang.errors import QwenSGLangError
+
+if TYPE_CHECKING:
+    from qwen_sglang.ingest import IngestReport
 
 __all__ = ["main"]
 
@@ -242,6 +245,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from qwen_sglang.client import EmbeddingClient
+    from qwen_sglang.errors import APIError
     from qwen_sglang.ingest import IngestReport, ingest
 
     kwargs = _client_kwargs(args) | {"max_concurrency": args.max_concurrency}
@@ -271,11 +275,13 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
                 show_progress=not args.no_progress,
                 report=report,
             )
-    except BaseException:
+    except BaseException as exc:
         if report.units or report.files:
             _print_problems(report)
             print(f"stopped: {report.summary()}", file=sys.stderr)
-            print("rerun the same command to resume: what is stored is skipped", file=sys.stderr)
+            interrupted = isinstance(exc, KeyboardInterrupt | APIError)
+            step = "rerun the same command to resume" if interrupted else "fix the cause below, then rerun"
+            print(f"{step}: what is stored is skipped", file=sys.stderr)
         raise
     _print_problems(report)
     print(report.summary())
@@ -288,7 +294,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_problems(report: Any) -> None:
+def _print_problems(report: IngestReport) -> None:
     for problem in report.problems:
         print(problem, file=sys.stderr)
 

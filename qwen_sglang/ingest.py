@@ -284,8 +284,10 @@ def check_encodings(encoding: str | Sequence[str]) -> list[str]:
                 f"unknown encoding {name!r}: use a Python codec name (utf-8, gb18030, big5, shift_jis, "
                 "latin-1, cp1252, ...) or auto"
             ) from None
-        if not getattr(info, "_is_text_encoding", True):
-            raise ConfigurationError(f"{name!r} is not a text encoding")
+        try:
+            "a".encode(info.name)  # bytes-to-bytes and str-to-str codecs (base64, rot13) refuse
+        except LookupError:
+            raise ConfigurationError(f"{name!r} is not a text encoding") from None
         out.append(info.name)
     return out
 

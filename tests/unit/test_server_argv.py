@@ -183,9 +183,10 @@ def test_ingest_request_size_options_reach_the_client(monkeypatch: pytest.Monkey
 
     seen: dict[str, object] = {}
 
-    def fake_ingest(paths: object, *, client: object, **kwargs: object) -> IngestReport:
+    def fake_ingest(paths: object, *, client: object, report: IngestReport, **kwargs: object) -> IngestReport:
         seen["settings"] = client.settings  # type: ignore[attr-defined]
-        return IngestReport()
+        report.units = 1  # something was read: exit 0
+        return report
 
     monkeypatch.setattr(qwen_sglang.ingest, "ingest", fake_ingest)
     argv = ["ingest", str(tmp_path), "--collection", "docs", "--persist-dir", str(tmp_path / "db")]
