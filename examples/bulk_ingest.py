@@ -34,7 +34,7 @@ def main() -> None:
             client = EmbeddingClient(server=server)
         report = ingest(args.paths, client=client, persist_dir=args.persist_dir, collection_name=args.collection)
     for problem in report.problems:
-        print(f"skipped {problem}")
+        print(problem)
     print(report.summary())
 
 

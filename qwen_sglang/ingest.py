@@ -170,14 +170,16 @@ def _walk(paths: Iterable[str | Path], problem: ProblemSink) -> _Inputs:
     inputs = _Inputs()
     for raw in paths:
         path = Path(raw)
-        inputs.roots.append(Path(os.path.realpath(path)).as_posix())
+        root = Path(os.path.realpath(path)).as_posix()
         try:
             info = path.stat()
-        except OSError as exc:
+        except OSError as exc:  # never pruned: an unmounted disk must not empty the collection
+            inputs.blind.append(root)
             problem(_printable(str(path)), None, _stat_error(path, exc))
             continue
+        inputs.roots.append(root)
         if stat.S_ISDIR(info.st_mode):
-            _walk_dir(path, inputs, problem)
+            _walk_dir(path, (info.st_dev, info.st_ino), inputs, problem)
         else:
             _add_file(path, info, inputs, problem, explicit=True)
     return inputs
@@ -191,15 +193,13 @@ def _stat_error(path: Path, exc: OSError) -> str:
     return f"unreadable: {exc.strerror or exc}"
 
 
-def _walk_dir(root: Path, inputs: _Inputs, problem: ProblemSink) -> None:
+def _walk_dir(root: Path, ident: tuple[int, int], inputs: _Inputs, problem: ProblemSink) -> None:
     """Depth-first in name order, following directory symlinks (each directory once); symlink
     loops and directories that cannot be listed are reported."""
-    stack: list[tuple[Path, tuple[tuple[int, int], ...]]] = [(root, ())]
+    stack: list[tuple[Path, tuple[int, int], tuple[tuple[int, int], ...]]] = [(root, ident, ())]
     visited: set[tuple[int, int]] = set()
     while stack:
-        directory, ancestors = stack.pop()
-        info = directory.stat()
-        ident = (info.st_dev, info.st_ino)
+        directory, ident, ancestors = stack.pop()
         if ident in ancestors:
             problem(_printable(str(directory)), None, "symlink loop (points to a directory above it): skipped")
             continue
@@ -223,7 +223,7 @@ def _walk_dir(root: Path, inputs: _Inputs, problem: ProblemSink) -> None:
                     problem(_printable(str(path)), None, _stat_error(path, exc))
                 continue
             if stat.S_ISDIR(child.st_mode):
-                subdirs.append((path, (*ancestors, ident)))
+                subdirs.append((path, (child.st_dev, child.st_ino), (*ancestors, ident)))
             elif suffix in TEXT_SUFFIXES | JSONL_SUFFIXES:
                 _add_file(path, child, inputs, problem, explicit=False)
         stack += reversed(subdirs)
@@ -273,8 +273,9 @@ def check_encodings(encoding: str | Sequence[str]) -> list[str]:
         raise ConfigurationError("encoding is empty: give a codec name such as utf-8, gb18030 or latin-1, or auto")
     out = []
     for name in names:
-        if name == "auto":
+        if name == "auto":  # UTF-8 first: detection only where it fails
             _detector()
+            out += [] if "utf-8" in out else ["utf-8"]
             out.append(name)
             continue
         try:
@@ -364,12 +365,18 @@ def _undecodable(tried: str, scan: _Scan, encodings: list[str]) -> str:
     return f"not {label} ({scan.error}){hint}"
 
 
-def _blocks(fh: BinaryIO, encoding: str, meter: _Meter) -> Iterator[str]:
+def _blocks(fh: BinaryIO, encoding: str, ledger: _Ledger, options: _Options) -> Iterator[str]:
+    """The file's text, a block at a time (it decoded whole when scanned: a failure now means
+    it changed meanwhile, or the disk failed)."""
     decoder = codecs.getincrementaldecoder(_codec(encoding))("strict")
-    while raw := fh.read(READ_BYTES):
-        meter.read(len(raw))
-        yield decoder.decode(raw)
-    yield decoder.decode(b"", final=True)
+    try:
+        while raw := fh.read(READ_BYTES):
+            options.meter.read(len(raw))
+            yield decoder.decode(raw)
+        yield decoder.decode(b"", final=True)
+    except (OSError, UnicodeDecodeError) as exc:
+        ledger.purge = False
+        options.problem(ledger.file.display, None, f"failed while being read ({exc}): its older chunks are kept")
 
 
 # ============================================================================================
@@ -655,7 +662,7 @@ def _text_docs(ledger: _Ledger, options: _Options) -> Iterator[_Doc]:
         options.problem(file.display, None, "empty file")
         return
     with file.path.open("rb") as fh:
-        yield _Doc(ledger, file.key, {"title": Path(file.key).stem}, _blocks(fh, encoding, options.meter))
+        yield _Doc(ledger, file.key, {"title": Path(file.key).stem}, _blocks(fh, encoding, ledger, options))
 
 
 def _lines(fh: BinaryIO, meter: _Meter) -> Iterator[tuple[int, bytes | None]]:
@@ -699,7 +706,7 @@ def _jsonl_docs(ledger: _Ledger, options: _Options) -> Iterator[_Doc]:
     for line, first in ledger.duplicates():
         problem(file.display, line, f"same record id as line {first}: both are stored (identical chunks once)")
     if not records and scan.error is None:
-        problem(file.display, None, "no records" if scan.blank else "no valid records")
+        problem(file.display, None, "empty file" if scan.blank else "no valid records")
 
 
 def _no_constant(name: str) -> Any:
