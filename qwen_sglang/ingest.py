@@ -101,17 +101,17 @@ class Unit:
 class IngestReport:
     """What a run did (filled in as it goes: after an exception it says what was done)."""
 
-    files: int = 0
-    units: int = 0
+    files: int = 0  # files read to their end
+    units: int = 0  # documents: text files and JSON-lines records
     chunks: int = 0
-    embedded: int = 0
-    skipped: int = 0
-    deleted: int = 0
-    pruned: int = 0
+    embedded: int = 0  # chunks embedded and written
+    skipped: int = 0  # chunks already stored
+    deleted: int = 0  # stale chunks of the files read (edited, emptied, records removed)
+    pruned: int = 0  # chunks of files that no longer exist (``prune=True``)
     prompt_tokens: int = 0
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
-    complete: bool = False
+    complete: bool = False  # False when the run stopped early (an exception, Ctrl-C)
 
     def summary(self) -> str:
         """One line: documents, chunks, what was embedded, kept, removed, problems, speed."""
@@ -1154,8 +1154,8 @@ def iter_units(
     sink = _problem_sink(problems, on_error)
     options = _Options(check_encodings(encoding), sink, _Meter())
     for item in _read(_walk(paths, sink), options):
-        if isinstance(item, _Doc):
-            yield Unit(item.source, "".join(item.blocks), dict(item.metadata))
+        if isinstance(item, _Doc) and (text := "".join(item.blocks)):
+            yield Unit(item.source, text, dict(item.metadata))
 
 
 def _problem_sink(problems: list[Problem], on_error: OnError) -> ProblemSink:

@@ -364,3 +364,17 @@ def test_bad_encoding_options_are_clear_errors(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(__import__("sys").modules, "charset_normalizer", None)
     with pytest.raises(ConfigurationError, match=r"needs charset-normalizer: pip install 'qwen-sglang\[detect\]'"):
         ingest_module.check_encodings("auto")
+
+
+def test_a_file_that_changes_while_being_read_is_reported_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It decoded when scanned, not when read (it changed in between, or the disk failed): the
+    run goes on and the file's older chunks are kept."""
+    (tmp_path / "changed.txt").write_bytes("caf\u00e9 au lait".encode("latin-1"))
+    (tmp_path / "fine.txt").write_text("fine")
+    monkeypatch.setattr(ingest_module, "_scan", lambda path, encoding: ingest_module._Scan(blank=False))
+    units, problems = problems_of([tmp_path])
+    assert [u.text for u in units] == ["fine"]
+    assert len(problems) == 1 and "changed.txt: failed while being read" in problems[0]
+    assert problems[0].endswith("its older chunks are kept")
