@@ -68,9 +68,20 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--model", "--model-path", dest="model", required=True, help="model directory or hub id")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 exposes it)")
-    s.add_argument("--port", type=int, default=30000, help="port (default 30000)")
+    s.add_argument("--port", type=int, default=30000, help="port (default 30000; 0: any free port)")
     s.add_argument("--served-model-name", default=None, help="name reported by /v1/models")
-    s.add_argument("--api-key", default=None, help="require this bearer key on /v1/* (health stays open)")
+    s.add_argument(
+        "--api-key",
+        default=None,
+        help="require this bearer key on /v1/* (health stays open). Visible to local users in ps: "
+        "prefer --api-key-file or $QWEN_SGLANG_SERVER_API_KEY",
+    )
+    s.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="PATH",
+        help="read the key from the first line of this file (default: $QWEN_SGLANG_SERVER_API_KEY if set)",
+    )
     s.add_argument(
         "--matryoshka",
         action=argparse.BooleanOptionalAction,
@@ -80,6 +91,24 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--context-length", type=int, default=None, help="max tokens per input")
     s.add_argument("--device", default=None, help="sglang: cuda (default) | ...; local: cpu (default) | cuda")
     s.add_argument("--log-level", default="info", help="server log level (default info)")
+    lb = s.add_argument_group("local backend options")
+    lb.add_argument(
+        "--allowed-hosts",
+        default="",
+        metavar="NAMES",
+        help="comma-separated host names to answer to besides localhost, IP addresses and --host "
+        "(for clients that use a DNS name); '*' for any",
+    )
+    lb.add_argument("--max-request-tokens", type=int, default=None, help="most tokens in one request (default 1048576)")
+    lb.add_argument(
+        "--max-request-bytes", type=int, default=None, help="largest request body in bytes (default 32 MiB)"
+    )
+    lb.add_argument(
+        "--header-timeout",
+        type=float,
+        default=None,
+        help="seconds a connection may take to send a request's headers (default 10)",
+    )
     g = s.add_argument_group("SGLang options (ignored by the local backend)")
     g.add_argument("--tp-size", type=int, default=1, help="tensor parallel GPUs per replica")
     g.add_argument("--dp-size", type=int, default=1, help="data parallel replicas")
@@ -387,8 +416,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from qwen_sglang.server import LocalEmbeddingServer, SGLangServer, choose_backend
+    from qwen_sglang.server import SERVER_API_KEY_ENV, choose_backend, read_api_key
 
+    if args.api_key is not None:
+        logging.getLogger("qwen_sglang.cli").warning(
+            "--api-key puts the key on the command line, where ps shows it to every local user: "
+            "prefer --api-key-file or $%s",
+            SERVER_API_KEY_ENV,
+        )
+    api_key = read_api_key(args.api_key, args.api_key_file)
+    if not 0 <= args.port <= 65535:
+        raise SystemExit(f"error: --port must be in 0..65535 (0: any free port), got {args.port}")
     backend = args.backend
     if backend == "auto":
         backend, why = choose_backend()
@@ -397,28 +435,56 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if backend == "local":
         if extra:
             raise SystemExit("error: extra arguments are only for the sglang backend: " + " ".join(extra))
-        opts: dict[str, Any] = {
-            "host": args.host,
-            "port": args.port,
-            "served_model_name": args.served_model_name,
-            "api_key": args.api_key,
-            "matryoshka": args.matryoshka,
-            "context_length": args.context_length,
-            "device": args.device or "cpu",
-            "log_level": args.log_level,
-        }
-        local = LocalEmbeddingServer(args.model, **opts)  # validates the options, shows the command
-        if args.dry_run:
-            print(local.display_command())
-            return 0
-        from qwen_sglang.local_backend import LocalBackendConfig, serve
+        return _serve_local(args, api_key)
+    return _serve_sglang(args, api_key, extra)
 
-        print(f"serving {args.model} with the local backend at {local.base_url}", flush=True)
-        return serve(LocalBackendConfig(model=args.model, **opts))
+
+def _serve_local(args: argparse.Namespace, api_key: str | None) -> int:
+    """The local backend, in this process: checked (model, installed packages, port) before it says anything."""
+    from qwen_sglang.errors import ServerStartError
+    from qwen_sglang.models_path import check_model_arg
+    from qwen_sglang.server import LocalEmbeddingServer, local_extra_hint, missing_local_extra
+
+    allowed = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
+    opts: dict[str, Any] = {
+        "host": args.host,
+        "served_model_name": args.served_model_name,
+        "api_key": api_key,
+        "matryoshka": args.matryoshka,
+        "context_length": args.context_length,
+        "device": args.device or "cpu",
+        "log_level": args.log_level,
+    }
+    local = LocalEmbeddingServer(args.model, port=args.port or None, allowed_hosts=allowed, **opts)  # validates
+    if args.dry_run:
+        print(local.display_command())
+        return 0
+    check_model_arg(args.model)
+    missing = missing_local_extra()
+    if missing:
+        raise ServerStartError(local_extra_hint(missing))
+    from qwen_sglang.local_backend import LocalBackendConfig, serve
+
+    limits = {
+        name: value
+        for name, value in (
+            ("max_request_tokens", args.max_request_tokens),
+            ("max_request_bytes", args.max_request_bytes),
+            ("header_timeout", args.header_timeout),
+        )
+        if value is not None
+    }
+    return serve(LocalBackendConfig(model=args.model, port=args.port, allowed_hosts=allowed, **opts, **limits))
+
+
+def _serve_sglang(args: argparse.Namespace, api_key: str | None, extra: list[str]) -> int:
+    """SGLang as a managed child: checked before it starts, stopped on Ctrl-C, SIGTERM or exit."""
+    from qwen_sglang.server import SGLangServer
+
     server = SGLangServer(
         args.model,
         host=args.host,
-        port=args.port,
+        port=args.port or None,
         tp_size=args.tp_size,
         dp_size=args.dp_size,
         mem_fraction_static=args.mem_fraction_static,
@@ -429,7 +495,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_prefill_tokens=args.max_prefill_tokens,
         dtype=args.dtype,
         served_model_name=args.served_model_name,
-        api_key=args.api_key,
+        api_key=api_key,
         matryoshka=args.matryoshka,
         allow_auto_truncate=args.allow_auto_truncate,
         disable_radix_cache=args.disable_radix_cache,
@@ -441,6 +507,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(server.display_command())
         return 0
+    server.validate()
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -450,8 +517,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         server.start()
         print(f"SGLang server ready at {server.base_url} (pid {server.pid}, log {server.log_path})", flush=True)
         print("The server is fired up and ready to roll!", flush=True)
-        assert server._proc is not None
-        code = server._proc.wait()
+        code = server.wait()
         print(f"the SGLang server exited with code {code}\n{server.logs_tail()}", file=sys.stderr)
         return code or 1
     except KeyboardInterrupt:

@@ -8,7 +8,15 @@ body, ``/health`` readiness (503 until the model is loaded and warmed), Matryosh
 
 Start it with ``qwen-sglang serve --backend local --model PATH_OR_NAME``. It binds 127.0.0.1
 unless told otherwise. Concurrent requests are queued to one model worker that merges them into
-shared forward passes (micro-batching), so results never mix and the CPU stays busy.
+shared forward passes (micro-batching), so results never mix and the CPU stays busy; a forward
+pass holds at most ``max_batch_tokens`` tokens, so a large request never starves a small one.
+
+Hostile input is refused before it costs much: bodies over ``max_request_bytes`` (checked on
+``Content-Length``, then while streaming), more than ``max_request_tokens`` tokens, malformed
+JSON, lone surrogates, non-JSON content types (a web page cannot post ``text/plain`` to it) and
+Host headers other than ``localhost``, an IP address, the bound host or ``allowed_hosts`` (DNS
+rebinding) get a 4xx; connections that send no request within ``header_timeout`` are closed;
+work for a client that went away is dropped; SIGTERM stops it within seconds.
 
 Needs the ``local`` extra: ``pip install 'qwen-sglang[local]'``.
 """
@@ -17,24 +25,32 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
+import errno
+import hmac
+import ipaddress
+import itertools
 import json
 import logging
 import queue
+import socket
 import threading
 import time
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from qwen_sglang._version import __version__
-from qwen_sglang.errors import ModelNotAvailableError
+from qwen_sglang.errors import ModelNotAvailableError, ServerStartError
+from qwen_sglang.models_path import check_model_arg, is_hub_id, resolve_model_path
+from qwen_sglang.server import port_in_use_message
 
 __all__ = [
     "LocalBackendConfig",
@@ -69,54 +85,50 @@ class LocalBackendConfig:
     """Seconds to wait for more requests to merge into a forward pass."""
     max_inputs_per_request: int = 4096
     max_request_chars: int = 32_000_000
+    max_request_tokens: int = 1 << 20
+    """Most tokens in one request (text after tokenisation, or token ids): 413 beyond."""
+    max_request_bytes: int = 32 << 20
+    """Largest request body (``Content-Length`` checked before reading, then while streaming): 413 beyond."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names accepted besides ``localhost``, IP addresses and ``host``; ``"*"`` accepts any."""
+    header_timeout: float = 10.0
+    """Seconds a connection may take to send a request's headers (idle or slow clients are closed)."""
+    body_timeout: float = 60.0
+    """Seconds a request may take to send its body: 408 beyond."""
+    shutdown_timeout: int = 5
+    """Seconds SIGTERM waits for answers in progress before cancelling them."""
     log_level: str = "info"
 
 
-def is_hub_id(model: str) -> bool:
-    """Whether ``model`` looks like a Hugging Face repository id (``org/name``), not a path."""
-    parts = model.split("/")
-    return len(parts) == 2 and all(parts) and not model.startswith((".", "~")) and "\\" not in model
+class ShuttingDownError(RuntimeError):
+    """The server stopped before a request's forward passes ran."""
 
 
-def check_model_arg(model: str) -> None:
-    """Fail fast, before any server starts, for a local path that does not hold a model."""
-    if Path(model).expanduser().exists() or not is_hub_id(model):
-        resolve_model_path(model)
+@dataclass(eq=False)
+class _Job:
+    """One request's token-id lists and where their vectors go."""
+
+    batch: list[list[int]]
+    future: Future[np.ndarray] = field(default_factory=Future)
+    out: np.ndarray | None = None
+    left: int = 0
+    cancelled: bool = False
+    """Set by the HTTP side when the client went away: its remaining inputs are dropped."""
 
 
-def resolve_model_path(model: str) -> Path:
-    """Return a local directory for ``model``: the path itself, or a hub snapshot.
-
-    Raises `ModelNotAvailableError` with a clear message when the directory does not exist
-    and the model cannot be obtained from the Hugging Face hub (offline machines).
-    """
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").exists() and not (path / "modules.json").exists():
-            raise ModelNotAvailableError(f"{path} is a directory but holds no model (no config.json)")
-        return path.resolve()
-    if not is_hub_id(model):
-        raise ModelNotAvailableError(f"model directory {model!r} does not exist")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:  # pragma: no cover - huggingface_hub comes with the local extra
-        raise ModelNotAvailableError(f"{model!r} is not a local directory and huggingface_hub is missing") from exc
-    try:
-        return Path(snapshot_download(model, local_files_only=True))
-    except Exception as exc:
-        logger.debug("%s is not in the local hub cache (%s); trying a download", model, exc)
-    try:
-        return Path(snapshot_download(model, etag_timeout=10))
-    except Exception as exc:
-        raise ModelNotAvailableError(
-            f"model {model!r} is not in the local Hugging Face cache and could not be downloaded "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Pass a local "
-            "model directory, or download it where a model hub is reachable."
-        ) from None
+#: A pending input: (token count, arrival order, job, index in the job).
+_Item = tuple[int, int, _Job, int]
 
 
 class ModelRunner:
-    """Loads the model and runs queued embedding work in one worker thread (micro-batching)."""
+    """Loads the model and runs queued embedding work in one worker thread (micro-batching).
+
+    The worker keeps every pending input of every request in one list sorted by length and runs
+    one forward pass at a time from its shortest inputs (at most ``max_batch_tokens`` padded
+    tokens): concurrent requests share passes, a request that arrives while a large one runs is
+    served after the current pass, inputs of a request whose client left are dropped, and `stop`
+    takes effect between two passes.
+    """
 
     def __init__(self, config: LocalBackendConfig) -> None:
         self.config = config
@@ -126,7 +138,9 @@ class ModelRunner:
         self.dim = 0
         self.context_length = 0
         self.vocab_size = 0
-        self._queue: queue.Queue[tuple[list[list[int]], Future[np.ndarray]] | None] = queue.Queue()
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self._order = itertools.count()
         self._thread = threading.Thread(target=self._main, name="qwen-sglang-model", daemon=True)
         self.forward_passes = 0
         self.in_flight = 0  # embedding requests received and not yet answered
@@ -135,6 +149,8 @@ class ModelRunner:
         self._thread.start()
 
     def stop(self) -> None:
+        """Fail what is queued (`ShuttingDownError`) after the forward pass in progress; end the worker."""
+        self._stopping.set()
         self._queue.put(None)
 
     # ------------------------------------------------------------------ model
@@ -166,42 +182,78 @@ class ModelRunner:
         logger.info("model ready: %d-d, context %d tokens", self.dim, self.context_length)
 
     def tokenize(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+        if not texts:
+            return []
         enc = self.tokenizer(texts, add_special_tokens=add_special_tokens, truncation=False, verbose=False)
         return [list(ids) for ids in enc["input_ids"]]
 
-    def embed_ids(self, batch: list[list[int]]) -> np.ndarray:
-        """Embed token-id lists (sorted by length into forward passes of bounded size)."""
+    def _chunk_end(self, lengths: list[int]) -> int:
+        """How many of these (ascending) lengths fit one forward pass of ``max_batch_tokens``."""
+        end = 1
+        while end < len(lengths) and lengths[end] * (end + 1) <= self.config.max_batch_tokens:
+            end += 1
+        return end
+
+    def forward(self, chunk: list[list[int]]) -> np.ndarray:
+        """One forward pass over token-id lists (padded to the longest): L2-normalised vectors."""
         torch = self._torch
+        width = max(len(ids) for ids in chunk)
+        input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, ids in enumerate(chunk):
+            lo = width - len(ids) if self.left_pad else 0
+            input_ids[row, lo : lo + len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[row, lo : lo + len(ids)] = 1
+        with torch.inference_mode():
+            features = self.model({"input_ids": input_ids, "attention_mask": mask})
+            emb = features["sentence_embedding"].float()
+            emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+        self.forward_passes += 1
+        out: np.ndarray = emb.cpu().numpy()
+        return out
+
+    def embed_ids(self, batch: list[list[int]]) -> np.ndarray:
+        """Embed token-id lists in this thread (sorted by length into passes of bounded size)."""
         out = np.empty((len(batch), self.dim), dtype=np.float32)
         order = sorted(range(len(batch)), key=lambda i: len(batch[i]))
         start = 0
-        budget = self.config.max_batch_tokens
         while start < len(order):
-            end = start + 1
-            while end < len(order) and len(batch[order[end]]) * (end - start + 1) <= budget:
-                end += 1
-            chunk = [batch[i] for i in order[start:end]]
-            width = max(len(ids) for ids in chunk)
-            input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, ids in enumerate(chunk):
-                lo = width - len(ids) if self.left_pad else 0
-                input_ids[row, lo : lo + len(ids)] = torch.tensor(ids, dtype=torch.long)
-                mask[row, lo : lo + len(ids)] = 1
-            with torch.inference_mode():
-                features = self.model({"input_ids": input_ids, "attention_mask": mask})
-                emb = features["sentence_embedding"].float()
-                emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-            out[order[start:end]] = emb.cpu().numpy()
-            self.forward_passes += 1
+            end = start + self._chunk_end([len(batch[i]) for i in order[start:]])
+            out[order[start:end]] = self.forward([batch[i] for i in order[start:end]])
             start = end
         return out
 
     # ------------------------------------------------------------------ worker
-    def submit(self, batch: list[list[int]]) -> Future[np.ndarray]:
-        fut: Future[np.ndarray] = Future()
-        self._queue.put((batch, fut))
-        return fut
+    def submit(self, batch: list[list[int]]) -> _Job:
+        """Queue a request's token-id lists; its ``future`` gets their vectors in order."""
+        job = _Job(batch, left=len(batch))
+        self._queue.put(job)
+        return job
+
+    def _admit(self, job: _Job, pending: list[_Item]) -> None:
+        order = next(self._order)
+        for i, ids in enumerate(job.batch):
+            bisect.insort(pending, (len(ids), order, job, i), key=lambda item: item[:2])
+
+    def _gather(self, pending: list[_Item], jobs: int) -> None:
+        """Admit what is queued. Requests already received but still being tokenised are waited
+        for (up to ``batch_window``) when the worker was idle (``jobs`` admitted since), so
+        concurrent requests pad like one; a lone client never waits."""
+        deadline = time.monotonic() + self.config.batch_window
+        tokens = sum(item[0] for item in pending)
+        while True:
+            expecting = 0 < jobs < self.in_flight and tokens < self.config.max_batch_tokens * 4
+            wait = max(0.0, deadline - time.monotonic()) if expecting else 0.0
+            try:
+                job = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is None:
+                return
+            self._admit(job, pending)
+            if jobs:
+                jobs += 1
+            tokens += sum(len(ids) for ids in job.batch)
 
     def _main(self) -> None:
         try:
@@ -212,39 +264,64 @@ class ModelRunner:
             self.ready.set()
             return
         self.ready.set()
+        pending: list[_Item] = []
+        while not self._stopping.is_set():
+            if not pending:
+                job = self._queue.get()
+                if job is None:
+                    continue
+                self._admit(job, pending)
+                self._gather(pending, jobs=1)
+            else:
+                self._gather(pending, jobs=0)
+            pending = self._drop_cancelled(pending)
+            if pending and not self._stopping.is_set():
+                pending = self._run_pass(pending)
+        stopped = ShuttingDownError("The server is shutting down")
+        left = [item[2] for item in pending]
         while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            jobs = [job]
-            tokens = sum(len(ids) for ids in job[0])
-            # Merge what is waiting into the same forward passes (sorted together, texts need far
-            # less padding than apart). Requests already received but still being tokenised are
-            # waited for, up to batch_window; a lone client never waits.
-            deadline = time.monotonic() + self.config.batch_window
-            while tokens < self.config.max_batch_tokens * 4:
-                expecting = self.in_flight > len(jobs)
-                try:
-                    wait = max(0.0, deadline - time.monotonic()) if expecting else 0.0
-                    nxt = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                jobs.append(nxt)
-                tokens += sum(len(ids) for ids in nxt[0])
-            merged = [ids for batch, _ in jobs for ids in batch]
             try:
-                vectors = self.embed_ids(merged)
-            except BaseException as exc:
-                for _, fut in jobs:
-                    fut.set_exception(exc)
-                continue
-            offset = 0
-            for batch, fut in jobs:
-                fut.set_result(vectors[offset : offset + len(batch)])
-                offset += len(batch)
+                queued = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            left += [queued] if queued is not None else []
+        for job in left:
+            if not job.future.done() and not job.cancelled:
+                job.future.set_exception(stopped)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @staticmethod
+    def _drop_cancelled(pending: list[_Item]) -> list[_Item]:
+        gone = {id(job): job for _, _, job, _ in pending if job.cancelled}
+        if not gone:
+            return pending
+        for job in gone.values():
+            logger.info("client went away: dropped %d of its %d inputs", job.left, len(job.batch))
+        return [item for item in pending if not item[2].cancelled]
+
+    def _run_pass(self, pending: list[_Item]) -> list[_Item]:
+        """One forward pass over the shortest pending inputs; returns what is left pending."""
+        end = self._chunk_end([item[0] for item in pending[: self.config.max_batch_tokens]])
+        chunk, rest = pending[:end], pending[end:]
+        try:
+            vectors = self.forward([job.batch[i] for _, _, job, i in chunk])
+        except Exception as exc:
+            failed = {id(job): job for _, _, job, _ in chunk}
+            for job in failed.values():
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return [item for item in rest if id(item[2]) not in failed]
+        for row, (_, _, job, i) in enumerate(chunk):
+            if job.out is None:
+                job.out = np.empty((len(job.batch), self.dim), dtype=np.float32)
+            job.out[i] = vectors[row]
+            job.left -= 1
+            if job.left == 0 and not job.future.done():
+                job.future.set_result(job.out)
+        return rest
 
 
 class _BadRequestError(Exception):
@@ -254,6 +331,24 @@ class _BadRequestError(Exception):
         self.kind = kind
 
 
+def _too_large(message: str) -> _BadRequestError:
+    return _BadRequestError(message, 413, "RequestTooLargeError")
+
+
+def _check_text(text: str, where: str) -> None:
+    """Lone surrogates (``"\\ud800"`` is valid JSON) cannot be tokenised: 400, not a crash."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _BadRequestError(
+            f"{where} is not valid Unicode: lone surrogate {text[exc.start]!r} at position {exc.start}"
+        ) from None
+
+
+def _is_ids(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
 def _parse_inputs(raw: Any) -> tuple[list[str | list[int]], bool]:
     """Normalise ``input`` like SGLang: str | list[str] | list[int] | list[list[int]]."""
     if raw is None:
@@ -261,20 +356,22 @@ def _parse_inputs(raw: Any) -> tuple[list[str | list[int]], bool]:
     if isinstance(raw, str):
         if not raw.strip():
             raise _BadRequestError("Input cannot be empty")
+        _check_text(raw, "Input")
         return [raw], True
     if not isinstance(raw, list):
         raise _BadRequestError(f"Invalid input type: {type(raw).__name__}")
     if not raw:
         raise _BadRequestError("Input cannot be empty")
-    if all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
+    if _is_ids(raw):
         return [list(raw)], False
     items: list[str | list[int]] = []
     for i, x in enumerate(raw):
         if isinstance(x, str):
             if not x.strip():
                 raise _BadRequestError(f"Input at index {i} cannot be empty or whitespace only")
+            _check_text(x, f"Input at index {i}")
             items.append(x)
-        elif isinstance(x, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in x):
+        elif _is_ids(x):
             if not x:
                 raise _BadRequestError(f"Input at index {i} cannot be empty or whitespace only")
             items.append(list(x))
@@ -284,6 +381,185 @@ def _parse_inputs(raw: Any) -> tuple[list[str | list[int]], bool]:
     if len(kinds) > 1:
         raise _BadRequestError("Input cannot mix text and token ids")
     return items, isinstance(items[0], str)
+
+
+_BOOL = TypeAdapter(bool)
+
+
+def _flag(data: dict[str, Any], name: str, default: bool) -> bool:
+    """A boolean field read as SGLang's pydantic models read it (``"false"`` is False); 400 otherwise."""
+    if name not in data:
+        return default
+    try:
+        return _BOOL.validate_python(data[name])
+    except ValidationError:
+        raise _BadRequestError(f"{name} must be a boolean, got {data[name]!r}") from None
+
+
+def _encoding_format(data: dict[str, Any]) -> str:
+    fmt = data.get("encoding_format", "float")
+    if not isinstance(fmt, str) or fmt not in ("float", "base64"):
+        raise _BadRequestError(f"encoding_format must be either 'float' or 'base64', got {fmt!r}")
+    return fmt
+
+
+class _IntBudget:
+    """``parse_int`` for json.loads: stops a body of millions of numbers before they all exist."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def __call__(self, text: str) -> int:
+        self.left -= 1
+        if self.left < 0:
+            raise _too_large("Request too large: more numbers than the token limit of one request")
+        return int(text)
+
+
+def _parse_json(raw: bytes, max_numbers: int) -> dict[str, Any]:
+    try:
+        data = json.loads(raw, parse_int=_IntBudget(max_numbers))
+    except RecursionError:
+        raise _BadRequestError("Request body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise _BadRequestError(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _BadRequestError("Request body must be a JSON object")
+    return data
+
+
+def _host_allowed(host: str, config: LocalBackendConfig) -> bool:
+    """Host names a DNS-rebinding page cannot send: localhost, IP literals, the bound host, the allowed ones."""
+    if "*" in config.allowed_hosts:
+        return True
+    name = host.strip().lower()
+    if name.startswith("["):  # [::1]:port
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    name = name.rstrip(".")
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    allowed = {"localhost", config.host.lower(), *(h.lower().rstrip(".") for h in config.allowed_hosts)}
+    return name in allowed
+
+
+def _error_body(message: str, status: int, kind: str) -> dict[str, Any]:
+    return {"object": "error", "message": message, "type": kind, "param": None, "code": status}
+
+
+async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class _Guard:
+    """Pure ASGI middleware around the routes: Host, API key, Content-Type, and crashes.
+
+    An unexpected exception becomes a 500 JSON answer here, before Starlette's outermost error
+    middleware, which would re-raise it and make uvicorn close the keep-alive connection.
+    """
+
+    def __init__(self, app: Any, config: LocalBackendConfig) -> None:
+        self.app = app
+        self.config = config
+        self.bearer = f"Bearer {config.api_key}".encode() if config.api_key else None
+
+    def _refusal(self, scope: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        headers = dict(scope["headers"])
+        host = headers.get(b"host")
+        if host is not None and not _host_allowed(host.decode("latin-1"), self.config):
+            message = (
+                f"Invalid Host header {host.decode('latin-1')!r}: this server answers to localhost, IP addresses "
+                f"and {self.config.host}; add a name with --allowed-hosts (allowed_hosts)"
+            )
+            return 400, _error_body(message, 400, "BadRequestError")
+        needs_key = self.bearer is not None and not scope["path"].startswith("/health")
+        if needs_key and not hmac.compare_digest(headers.get(b"authorization", b""), self.bearer or b""):
+            return 401, {"error": "Unauthorized"}
+        if scope["method"] == "POST":
+            media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+            if media != b"application/json":
+                message = (
+                    "Unsupported Media Type: Only 'application/json' is allowed (send Content-Type: application/json)"
+                )
+                return 400, _error_body(message, 400, "BadRequestError")
+        return None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            await _send_json(send, *refusal)
+            return
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            logger.exception("error while answering %s %s", scope["method"], scope["path"])
+            if started:  # a partial answer: only closing the connection can end it
+                raise
+            await _send_json(send, 500, _error_body("Internal server error", 500, "InternalServerError"))
+
+
+async def _read_body(request: Request, config: LocalBackendConfig) -> bytes:
+    """The body, refused (413) from ``Content-Length`` before reading, or as soon as it grows too large."""
+    limit = config.max_request_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise _too_large(f"Request body too large: {declared} bytes, more than {limit}; send fewer inputs per request")
+    chunks: list[bytes] = []
+    size = 0
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(f"Request body too large: more than {limit} bytes; send fewer inputs per request")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), config.body_timeout)
+    except TimeoutError:
+        raise _BadRequestError(f"Request body not received within {config.body_timeout:g}s", 408) from None
+    return b"".join(chunks)
+
+
+async def _until_done_or_gone(job: _Job, request: Request) -> np.ndarray | None:
+    """The job's vectors, or None when the client disconnected first (the job is then dropped)."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    result: asyncio.Future[np.ndarray] = asyncio.wrap_future(job.future)
+    gone: asyncio.Future[None] = asyncio.ensure_future(disconnected())
+    waiters: set[asyncio.Future[Any]] = {result, gone}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # server shutdown cancelled this answer
+        job.cancelled = True
+        raise
+    finally:
+        gone.cancel()
+    if not result.done():
+        job.cancelled = True
+        return None
+    return result.result()
 
 
 def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) -> Any:
@@ -309,24 +585,10 @@ def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) ->
     app = FastAPI(title="qwen-sglang local backend", version=__version__, lifespan=lifespan)
     app.state.runner = runner
 
-    @app.middleware("http")
-    async def auth(request: Request, call_next: Any) -> Any:
-        needs_key = bool(config.api_key) and not request.url.path.startswith("/health")
-        if needs_key and request.headers.get("authorization", "") != f"Bearer {config.api_key}":
-            return JSONResponse({"error": "Unauthorized"}, status_code=401)
-        return await call_next(request)
+    app.add_middleware(_Guard, config=config)
 
     async def body_of(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if len(raw) > config.max_request_chars * 4 + 1024:
-            raise _BadRequestError("Request body too large", 413, "RequestTooLargeError")
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise _BadRequestError("Request body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise _BadRequestError("Request body must be a JSON object")
-        return data
+        return _parse_json(await _read_body(request, config), config.max_request_tokens + 64)
 
     def model_name() -> str:
         return served or runner.model_path
@@ -393,19 +655,7 @@ def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) ->
         data = await body_of(request)
         if not runner.ready.is_set() or runner.failed is not None:
             return not_ready()
-        prompt = data.get("prompt")
-        single = isinstance(prompt, str)
-        prompts = [prompt] if single else prompt
-        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-            raise _BadRequestError("prompt must be a string or a list of strings")
-        add_special = bool(data.get("add_special_tokens", True))
-        tokens = await run_in_threadpool(runner.tokenize, prompts, add_special)
-        counts = [len(t) for t in tokens]
-        return {
-            "tokens": tokens[0] if single else tokens,
-            "count": counts[0] if single else counts,
-            "max_model_len": runner.context_length,
-        }
+        return await _tokenize(data, config, runner)
 
     app.post("/v1/tokenize")(tokenize)
     app.post("/tokenize")(tokenize)
@@ -415,92 +665,208 @@ def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) ->
         data = await body_of(request)
         if not runner.ready.is_set() or runner.failed is not None:
             return not_ready()
+        if runner.stopping:
+            return error("The server is shutting down", 503, "ServiceUnavailableError")
         runner.in_flight += 1  # only the event loop thread changes it
         try:
-            return await embed_request(data)
+            vectors, tokens, fmt = await _embed(data, request, config, runner)
+        except ShuttingDownError as exc:
+            return error(str(exc), 503, "ServiceUnavailableError")
         finally:
             runner.in_flight -= 1
-
-    async def embed_request(data: dict[str, Any]) -> Any:
-        items, is_text = _parse_inputs(data.get("input"))
-        if len(items) > config.max_inputs_per_request:
-            raise _BadRequestError(
-                f"Too many inputs in one request: {len(items)} > {config.max_inputs_per_request}",
-                413,
-                "RequestTooLargeError",
-            )
-        if is_text and sum(len(x) for x in items) > config.max_request_chars:
-            raise _BadRequestError(
-                f"Request too large: more than {config.max_request_chars} characters",
-                413,
-                "RequestTooLargeError",
-            )
-        fmt = data.get("encoding_format") or "float"
-        if fmt not in ("float", "base64"):
-            raise _BadRequestError(f"Unsupported encoding_format {fmt!r}: use 'float' or 'base64'")
-        dims = data.get("dimensions")
-        if dims is not None:
-            if not config.matryoshka:
-                raise _BadRequestError(
-                    f"Model '{runner.model_path}' does not support matryoshka representation, "
-                    "changing output dimensions will lead to poor results."
-                )
-            if isinstance(dims, bool) or not isinstance(dims, int):
-                raise _BadRequestError("dimensions must be an integer")
-            if dims < 1:
-                raise _BadRequestError("Requested dimensions must be greater than 0")
-            if dims > runner.dim:
-                raise _BadRequestError(f"Provided dimensions are greater than max embedding dimension: {runner.dim}")
-        if is_text:
-            ids_list = await run_in_threadpool(runner.tokenize, [str(x) for x in items], True)
-        else:
-            ids_list = [x for x in items if isinstance(x, list)]
-            for ids in ids_list:
-                if min(ids) < 0 or max(ids) >= runner.vocab_size:
-                    raise _BadRequestError(f"Token id out of range [0, {runner.vocab_size})")
-        for ids in ids_list:
-            if len(ids) > runner.context_length:
-                raise _BadRequestError(
-                    f"The input ({len(ids)} tokens) is longer than the model's context length "
-                    f"({runner.context_length} tokens)."
-                )
-        future = runner.submit(ids_list)
-        vectors = await asyncio.wrap_future(future)
-        if dims is not None and dims < vectors.shape[1]:
-            vectors = vectors[:, :dims].copy()
-            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        data_out: list[dict[str, Any]] = []
-        for i, vec in enumerate(vectors):
-            emb: Any = (
-                base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii") if fmt == "base64" else vec.tolist()
-            )
-            data_out.append({"object": "embedding", "embedding": emb, "index": i})
-        n_tokens = sum(len(ids) for ids in ids_list)
-        return {
-            "object": "list",
-            "data": data_out,
-            "model": runner.model_path,
-            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens, "completion_tokens": 0},
-        }
+        if vectors is None:  # the client went away; nobody reads this
+            return Response(status_code=499)
+        return _embedding_response(vectors, tokens, fmt, runner.model_path)
 
     return app
 
 
-def serve(config: LocalBackendConfig) -> int:
-    """Run the local backend until interrupted. Returns the process exit code."""
+async def _tokenize(data: dict[str, Any], config: LocalBackendConfig, runner: ModelRunner) -> dict[str, Any]:
+    """``/v1/tokenize``: ``prompt`` a string or a list of strings (``[]`` gives empty lists, as SGLang)."""
+    prompt = data.get("prompt")
+    single = isinstance(prompt, str)
+    prompts = [prompt] if single else prompt
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+        raise _BadRequestError("prompt must be a string or a list of strings")
+    if sum(len(p) for p in prompts) > config.max_request_chars:
+        raise _too_large(f"Request too large: more than {config.max_request_chars} characters")
+    for i, text in enumerate(prompts):
+        _check_text(text, "prompt" if single else f"prompt at index {i}")
+    add_special = _flag(data, "add_special_tokens", True)
+    tokens = await run_in_threadpool(runner.tokenize, prompts, add_special)
+    counts = [len(t) for t in tokens]
+    return {
+        "tokens": tokens[0] if single else tokens,
+        "count": counts[0] if single else counts,
+        "max_model_len": runner.context_length,
+    }
+
+
+def _check_dimensions(dims: Any, config: LocalBackendConfig, runner: ModelRunner) -> None:
+    if not config.matryoshka:
+        raise _BadRequestError(
+            f"Model '{runner.model_path}' does not support matryoshka representation, "
+            "changing output dimensions will lead to poor results."
+        )
+    if isinstance(dims, bool) or not isinstance(dims, int):
+        raise _BadRequestError("dimensions must be an integer")
+    if dims < 1:
+        raise _BadRequestError("Requested dimensions must be greater than 0")
+    if dims > runner.dim:
+        raise _BadRequestError(f"Provided dimensions are greater than max embedding dimension: {runner.dim}")
+
+
+async def _token_ids(
+    items: list[str | list[int]], is_text: bool, config: LocalBackendConfig, runner: ModelRunner
+) -> list[list[int]]:
+    """The inputs as token ids, within the request's token limit and the model's context and vocabulary."""
+    if is_text:
+        if sum(len(x) for x in items) > config.max_request_chars:
+            raise _too_large(f"Request too large: more than {config.max_request_chars} characters")
+        ids_list = await run_in_threadpool(runner.tokenize, [str(x) for x in items], True)
+    else:
+        ids_list = [x for x in items if isinstance(x, list)]
+    total = sum(len(ids) for ids in ids_list)
+    if total > config.max_request_tokens:
+        raise _too_large(
+            f"Request too large: {total} tokens, more than {config.max_request_tokens} in one request; "
+            "send fewer inputs per request"
+        )
+    for ids in ids_list:
+        if len(ids) > runner.context_length:
+            raise _BadRequestError(
+                f"The input ({len(ids)} tokens) is longer than the model's context length "
+                f"({runner.context_length} tokens)."
+            )
+        if not is_text and (min(ids) < 0 or max(ids) >= runner.vocab_size):
+            raise _BadRequestError(f"Token id out of range [0, {runner.vocab_size})")
+    return ids_list
+
+
+async def _embed(
+    data: dict[str, Any], request: Request, config: LocalBackendConfig, runner: ModelRunner
+) -> tuple[np.ndarray | None, int, str]:
+    """Validate an embeddings request, run it; (vectors or None if the client left, tokens, format)."""
+    items, is_text = _parse_inputs(data.get("input"))
+    if len(items) > config.max_inputs_per_request:
+        raise _too_large(f"Too many inputs in one request: {len(items)} > {config.max_inputs_per_request}")
+    fmt = _encoding_format(data)
+    dims = data.get("dimensions")
+    if dims is not None:
+        _check_dimensions(dims, config, runner)
+    ids_list = await _token_ids(items, is_text, config, runner)
+    vectors = await _until_done_or_gone(runner.submit(ids_list), request)
+    if vectors is not None and dims is not None and dims < vectors.shape[1]:
+        vectors = vectors[:, :dims].copy()
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors, sum(len(ids) for ids in ids_list), fmt
+
+
+def _embedding_response(vectors: np.ndarray, n_tokens: int, fmt: str, model_path: str) -> dict[str, Any]:
+    data_out: list[dict[str, Any]] = []
+    for i, vec in enumerate(vectors):
+        emb: Any = base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii") if fmt == "base64" else vec.tolist()
+        data_out.append({"object": "embedding", "embedding": emb, "index": i})
+    return {
+        "object": "list",
+        "data": data_out,
+        "model": model_path,
+        "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens, "completion_tokens": 0},
+    }
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one); `ServerStartError` when taken."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ServerStartError(f"cannot bind {host!r}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ServerStartError(port_in_use_message(host, port)) from None
+        raise ServerStartError(f"cannot bind {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def _guarded_protocol(header_timeout: float) -> Any:
+    """uvicorn's HTTP protocol, closing connections that send no complete request headers within
+    ``header_timeout`` seconds of opening or of their previous answer (idle and slowloris clients).
+    uvicorn's own keep-alive timeout stops at the first byte of a request."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class GuardedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            self._header_timer = self.loop.call_later(header_timeout, self._expire, self.cycle)
+
+        def _expire(self, armed_cycle: Any) -> None:
+            if self.cycle is armed_cycle and not self.transport.is_closing():  # no new request began
+                self.transport.close()
+
+    return GuardedHTTPProtocol
+
+
+def _make_server(config: LocalBackendConfig, app: Any, runner: ModelRunner) -> Any:
+    """A uvicorn server whose SIGTERM/SIGINT also stops the model worker at once: queued work
+    fails with 503 instead of delaying the exit, and answers still running get ``shutdown_timeout``."""
     import uvicorn
 
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            runner.stop()
+            super().handle_exit(sig, frame)
+
+    return Server(
+        uvicorn.Config(
+            app,
+            log_level=config.log_level,
+            access_log=False,
+            http=_guarded_protocol(config.header_timeout),
+            timeout_graceful_shutdown=max(1, round(config.shutdown_timeout)),
+        )
+    )
+
+
+def serve(config: LocalBackendConfig) -> int:
+    """Run the local backend until interrupted. Returns the process exit code.
+
+    ``config.port`` 0 binds a free port (printed, and set in ``config``). Raises `ServerStartError`
+    (port taken) and `ModelNotAvailableError` (no such model) before anything is printed.
+    """
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
         logger.warning(
-            "binding %s without --api-key: anyone who can reach this port can use the server",
+            "binding %s without an API key: anyone who can reach this port can use the server",
             config.host,
         )
     check_model_arg(config.model)
+    sock = _bind(config.host, config.port)
+    config.port = int(sock.getsockname()[1])
+    shown = f"[{config.host}]" if ":" in config.host else config.host
+    print(f"serving {config.model} with the local backend at http://{shown}:{config.port}/v1", flush=True)
     runner = ModelRunner(config)
-    app = create_app(config, runner)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False)
-    )
+    server = _make_server(config, create_app(config, runner), runner)
 
     def watch() -> None:
         runner.ready.wait()
@@ -510,7 +876,10 @@ def serve(config: LocalBackendConfig) -> int:
             print(READY_LINE, flush=True)
 
     threading.Thread(target=watch, name="qwen-sglang-ready", daemon=True).start()
-    server.run()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     if runner.failed is not None:
         print(f"error: {runner.failed}", flush=True)
         return 1

@@ -1,11 +1,17 @@
 """Managed embedding servers: start SGLang (or the local backend) from Python, safely.
 
 One lifecycle serves both backends (`ManagedServer`): a free port when none is given, the
-child started with ``sys.executable`` in its own process group and no shell, its output in a log
-file whose tail is attached to every start error, readiness only when ``/health`` answers 200
-(never ``/v1/models``, which answers before warm-up ends), a liveness check on every poll, and a
-stop that sends SIGTERM to the whole group, waits, then SIGKILLs. Context manager and an
-``atexit`` fallback make sure no server outlives an exception or Ctrl-C.
+child started with ``sys.executable`` and no shell, its output in a log file whose tail is
+attached to every start error, readiness only when ``/health`` answers 200 (never
+``/v1/models``, which answers before warm-up ends), a liveness check on every poll, and a stop
+that sends SIGTERM to the whole process group, waits, then SIGKILLs it.
+
+No server outlives the Python process that started it: the server runs in a process group held
+by a small watchdog process (``qwen_sglang/_watchdog.py``) that stops the group when its owner
+exits in any way, SIGKILL included. SIGTERM of the owner runs the normal stop (the handler is
+chained to the application's own), and the context manager and an ``atexit`` hook stop it on an
+exception, Ctrl-C or a normal exit. API keys never reach the command line of the local backend
+(an environment variable) nor of SGLang (a private config file).
 
 Example::
 
@@ -43,18 +49,26 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
+from qwen_sglang._watchdog import group_members
 from qwen_sglang.errors import ConfigurationError, ServerStartError
+from qwen_sglang.models_path import check_model_arg, is_hub_id
 
 __all__ = [
     "LocalEmbeddingServer",
     "ManagedServer",
     "SGLangServer",
     "MAX_SGLANG_PORT",
+    "SERVER_API_KEY_ENV",
     "WRONG_FLAGS",
+    "check_api_key",
     "choose_backend",
     "cuda_visible",
     "free_port",
     "launch_server",
+    "local_extra_hint",
+    "missing_local_extra",
+    "port_in_use_message",
+    "read_api_key",
     "sglang_available",
 ]
 
@@ -73,6 +87,86 @@ WRONG_FLAGS: dict[str, str] = {
 }
 
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+#: The environment variable the local backend reads its API key from (``qwen-sglang serve``
+#: reads it for SGLang too). Unlike ``--api-key KEY``, it is not shown by ``ps`` to other users.
+SERVER_API_KEY_ENV = "QWEN_SGLANG_SERVER_API_KEY"
+
+#: What the local backend imports: the ``local`` extra, plus torch, which the user installs.
+_LOCAL_MODULES = ("fastapi", "uvicorn", "sentence_transformers", "torch")
+
+
+def check_api_key(key: str) -> str:
+    """Return ``key`` if an HTTP client can send it as ``Authorization: Bearer KEY``; else raise.
+
+    Raises `ConfigurationError` (empty, or characters other than printable ASCII, such as a
+    newline pasted with it).
+    """
+    if not key:
+        raise ConfigurationError("the API key is empty")
+    if not all(33 <= ord(c) <= 126 for c in key):
+        raise ConfigurationError(
+            "the API key must be printable ASCII without spaces or newlines (it travels in an HTTP header)"
+        )
+    return key
+
+
+def read_api_key(key: str | None = None, key_file: str | os.PathLike[str] | None = None) -> str | None:
+    """The server's API key: ``key``, else the first line of ``key_file``, else `SERVER_API_KEY_ENV`.
+
+    A key file (``chmod 600``, or a Docker/Kubernetes secret) and the environment variable keep
+    the key out of the command line, which every local user can read with ``ps``.
+    Raises `ConfigurationError` when both ``key`` and ``key_file`` are given, or the key is not
+    usable (`check_api_key`).
+
+    Example:
+        ```python
+        from qwen_sglang.server import read_api_key
+
+        key = read_api_key(key_file="/run/secrets/embedding-key")
+        ```
+    """
+    if key is not None and key_file is not None:
+        raise ConfigurationError("give the API key once: --api-key or --api-key-file, not both")
+    if key_file is not None:
+        try:
+            text = Path(key_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"could not read the API key file {key_file}: {exc}") from None
+        lines = text.strip().splitlines()
+        return check_api_key(lines[0].strip() if lines else "")
+    if key is None:
+        key = os.environ.get(SERVER_API_KEY_ENV) or None
+    return check_api_key(key) if key is not None else None
+
+
+def missing_local_extra() -> list[str]:
+    """The modules of the local backend this interpreter cannot import (found without importing)."""
+    missing = []
+    for name in _LOCAL_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def local_extra_hint(missing: Sequence[str]) -> str:
+    """How to install what `missing_local_extra` reports."""
+    hint = f"the local backend needs {', '.join(missing)}: pip install 'qwen-sglang[local]'"
+    if "torch" in missing:
+        hint += " and a CPU build of torch (pip install torch --index-url https://download.pytorch.org/whl/cpu)"
+    return hint
+
+
+def port_in_use_message(host: str, port: int) -> str:
+    """The error for a busy port, with the two ways out."""
+    return (
+        f"port {port} on {host} is already in use (another server?): choose another port, or let a "
+        "free one be picked (--port 0 on the command line, no port= in Python)"
+    )
 
 
 #: SGLang derives a gRPC port as ``port + 10000`` and refuses to start when that exceeds 65535
@@ -106,6 +200,18 @@ def _port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def _sglang_reads_config() -> bool:
+    """Whether the installed SGLang reads ``--config FILE.yaml`` (0.5.5 and later)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("sglang").split("+")[0].split(".")
+        numbers = tuple(int("".join(c for c in part if c.isdigit()) or 0) for part in release[:3])
+    except (PackageNotFoundError, ValueError):
+        return False
+    return numbers >= (0, 5, 5)
 
 
 def sglang_available() -> bool:
@@ -153,26 +259,80 @@ def _pump_output(stream: Any, log_file: Any, secrets: list[bytes], ring: collect
 
 
 _RUNNING: weakref.WeakSet[ManagedServer] = weakref.WeakSet()
+#: The watchdog that holds each server's process group; run as a script, never imported there.
+_WATCHDOG = Path(__file__).with_name("_watchdog.py")
 
 
 @atexit.register
-def _stop_all() -> None:  # pragma: no cover - runs at interpreter exit
+def _stop_all() -> None:
     for server in list(_RUNNING):
         with contextlib.suppress(Exception):
             server.stop()
 
 
+# A forked child (multiprocessing) inherits this module's state but owns none of the servers.
+os.register_at_fork(after_in_child=_RUNNING.clear)
+
+
+class _SigtermChain:
+    """SIGTERM of the owner runs the normal stop, without breaking the application's own handler.
+
+    Installed (main thread only) when a server starts, over SIG_DFL or a Python handler; never
+    over SIG_IGN or a handler set outside Python. On SIGTERM it calls the previous handler
+    when there is one (the application decides; its exit path stops the servers through
+    ``with`` or ``atexit``); over SIG_DFL it stops every running server, then dies of SIGTERM as
+    the default would. Put back when the last server stops, unless something replaced it meanwhile.
+    """
+
+    previous: Any = None
+    installed = False
+
+    @classmethod
+    def install(cls) -> None:
+        if threading.current_thread() is not threading.main_thread() or cls.installed:
+            return
+        current = signal.getsignal(signal.SIGTERM)
+        if current is signal.SIG_IGN or current is None:
+            return
+        cls.previous = current
+        signal.signal(signal.SIGTERM, cls.handle)
+        cls.installed = True
+
+    @classmethod
+    def uninstall(cls) -> None:
+        if not cls.installed or threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) == cls.handle:
+            signal.signal(signal.SIGTERM, cls.previous)
+        cls.installed, cls.previous = False, None
+
+    @classmethod
+    def handle(cls, signum: int, frame: Any) -> None:
+        previous = cls.previous
+        if callable(previous):
+            previous(signum, frame)
+            return
+        _stop_all()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class ManagedServer:
     """A server process owned by this Python process. Subclasses provide `command`.
 
-    Attributes: `base_url`, `pid`, `log_path`, `logs_tail`,
-    `is_running`. Use as a context manager, or call `start` and `stop`.
+    Attributes: `base_url`, `pid`, `returncode`, `log_path`, `logs_tail`,
+    `is_running`, `wait`. Use as a context manager, or call `start` and `stop`.
+
+    The server never outlives its owner (see the module docstring): a watchdog process holds
+    its process group and stops it when this process exits, however it exits.
     """
 
     backend: str = "?"
     #: Client settings that suit this backend better than the package defaults; a client made
     #: with ``server=`` uses them unless they are given explicitly.
     client_defaults: Mapping[str, Any] = {}
+    #: Seconds `stop` (and the watchdog) wait after SIGTERM before SIGKILL.
+    stop_timeout: float = 20.0
 
     def __init__(
         self,
@@ -203,16 +363,22 @@ class ManagedServer:
         self.host = host
         self._port = port
         self.api_key: SecretStr | None = SecretStr(api_key) if isinstance(api_key, str) else api_key
+        if self.api_key is not None:
+            check_api_key(self.api_key.get_secret_value())
         self.served_model_name = served_model_name
         self.startup_timeout = startup_timeout
         self.env = dict(env) if env is not None else None
         self.extra_args = [str(a) for a in extra_args]
         self._log_path = Path(log_path) if log_path is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._owner_pid: int | None = None
+        self._returncode: int | None = None
+        self._secret_files: list[Path] = []
         self._log_file: Any = None
         self._pump: threading.Thread | None = None
         self._ring: collections.deque[str] = collections.deque(maxlen=500)  # last log lines
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by the SIGTERM handler, which runs in the main thread
         if host not in _LOCAL_HOSTS and self.api_key is None:
             logger.warning("binding %s without an api_key: anyone who can reach it can use the server", host)
 
@@ -221,8 +387,19 @@ class ManagedServer:
         """The child's argv (no shell is ever involved)."""
         raise NotImplementedError
 
-    def _validate(self) -> None:
-        """Checks that need no process (model directory, options)."""
+    def validate(self) -> None:
+        """Check what needs no process (model directory, installed packages); `start` calls it first.
+
+        Raises `ServerStartError` naming the fix.
+        """
+
+    def _secret_env(self) -> dict[str, str]:
+        """Environment variables that carry secrets to the child (shown masked by `display_command`)."""
+        return {}
+
+    def _launch_argv(self, argv: list[str]) -> list[str]:
+        """The argv actually executed: `command` with secrets moved out of it where the backend allows."""
+        return argv
 
     # ------------------------------------------------------------------ properties
     #: Highest port this backend can use (SGLang needs room for its derived ports).
@@ -255,11 +432,43 @@ class ManagedServer:
         return self._proc.pid if self._proc is not None else None
 
     @property
+    def returncode(self) -> int | None:
+        """The server process's exit status once it has exited, else None (running, or never started).
+
+        Negative ``-N`` means killed by signal N, as in `subprocess`. Kept after `stop`.
+        """
+        if self._proc is not None:
+            return self._proc.poll()
+        return self._returncode
+
+    @property
     def log_path(self) -> Path | None:
         return self._log_path
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the server process exits (by itself, or stopped elsewhere); its exit status.
+
+        Raises `TimeoutError` when it still runs after ``timeout`` seconds, and
+        `ServerStartError` when it was never started.
+
+        Example:
+            ```python
+            server.start()
+            code = server.wait()   # e.g. serve until the server dies, then report
+            ```
+        """
+        proc = self._proc
+        if proc is None:
+            if self._returncode is not None:
+                return self._returncode
+            raise ServerStartError(f"the {self.backend} server was not started: call start() first")
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"the {self.backend} server (pid {proc.pid}) still runs after {timeout}s") from None
 
     def logs_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the server's log (from memory; from the file past 500)."""
@@ -279,11 +488,12 @@ class ManagedServer:
 
     def display_command(self) -> str:
         """The command as a copy-pasteable line, with the API key masked."""
-        argv = self.command()
-        shown = ["***" if i > 0 and argv[i - 1] == "--api-key" else a for i, a in enumerate(argv)]
         import shlex
 
-        return shlex.join(shown)
+        argv = self.command()
+        shown = ["***" if i > 0 and argv[i - 1] == "--api-key" else a for i, a in enumerate(argv)]
+        env = [f"{name}=***" for name in self._secret_env()]
+        return " ".join([*env, shlex.join(shown)])
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, wait: bool = True) -> ManagedServer:
@@ -291,42 +501,37 @@ class ManagedServer:
         with self._lock:
             if self.is_running():
                 return self
-            self._validate()
+            self.validate()
             if _port_in_use(self.host, self.port):
-                raise ServerStartError(f"port {self.port} on {self.host} is already in use")
+                raise ServerStartError(port_in_use_message(self.host, self.port))
             if self._log_path is None:
                 fd, name = tempfile.mkstemp(prefix=f"qwen-sglang-{self.backend}-", suffix=".log")
                 os.close(fd)
                 self._log_path = Path(name)
-            argv = self.command()
             env = dict(os.environ)
-            if self.env:
-                env.update(self.env)
+            env.pop(SERVER_API_KEY_ENV, None)  # the key is this object's, not the environment's
+            env.update(self.env or {})
+            env.update(self._secret_env())
             env.setdefault("PYTHONUNBUFFERED", "1")
-            self._log_file = self._log_path.open("ab")
             logger.info("starting %s server: %s (log: %s)", self.backend, self.display_command(), self._log_path)
+            self._log_file = self._log_path.open("ab")
             try:
-                self._proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
-            except OSError as exc:
+                self._spawn(self._launch_argv(self.command()), env)
+            except BaseException:
                 self._log_file.close()
-                raise ServerStartError(f"could not start {argv[0]}: {exc}") from exc
+                self._remove_secret_files()
+                raise
             # SGLang prints its server arguments, API key included: the output reaches the log
             # file only through this pump, which masks the key.
             self._pump = threading.Thread(
                 target=_pump_output,
-                args=(self._proc.stdout, self._log_file, self._secrets(), self._ring),
+                args=(self._proc.stdout if self._proc else None, self._log_file, self._secrets(), self._ring),
                 name=f"qwen-sglang-{self.backend}-log",
                 daemon=True,
             )
             self._pump.start()
             _RUNNING.add(self)
+            _SigtermChain.install()
         if wait:
             try:
                 self.wait_ready()
@@ -334,6 +539,35 @@ class ManagedServer:
                 self.stop()
                 raise
         return self
+
+    def _spawn(self, argv: list[str], env: dict[str, str]) -> None:
+        """Start the watchdog as the leader of a new process group, then the server inside it."""
+        self._owner_pid = os.getpid()
+        watchdog_argv = [sys.executable, "-I", str(_WATCHDOG), str(os.getpid()), str(self.stop_timeout)]
+        try:
+            self._watchdog = subprocess.Popen(  # noqa: S603 - argv list, no shell
+                watchdog_argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=self._log_file,
+                process_group=0,
+            )
+        except OSError as exc:
+            raise ServerStartError(f"could not start the server's watchdog ({sys.executable}): {exc}") from exc
+        try:
+            self._proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                process_group=self._watchdog.pid,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            self._watchdog.kill()
+            self._watchdog.wait()
+            self._watchdog = None
+            raise ServerStartError(f"could not start {argv[0]}: {exc}") from exc
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Poll ``/health`` until 200, checking on every loop that the process is alive."""
@@ -361,6 +595,7 @@ class ManagedServer:
                 try:
                     if client.get(url).status_code == 200:
                         logger.info("%s server ready at %s (pid %s)", self.backend, self.base_url, self.pid)
+                        self._remove_secret_files()  # read at start-up; not left on disk
                         return
                 except httpx.HTTPError:
                     pass
@@ -375,43 +610,74 @@ class ManagedServer:
                 time.sleep(delay)
                 delay = min(delay * 1.5, 1.0)
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the server's process group, wait up to ``timeout`` s, then SIGKILL it."""
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM the server's process group, wait up to ``timeout`` s (`stop_timeout`), then SIGKILL it.
+
+        The group is the one remembered at start (held by the watchdog), so the server's own
+        children are stopped too when the server itself has already exited or was SIGKILLed.
+        """
+        timeout = self.stop_timeout if timeout is None else timeout
         with self._lock:
             proc = self._proc
             if proc is None:
                 return
-            try:
-                pgid = os.getpgid(proc.pid)
-            except ProcessLookupError:
-                pgid = None
-            if proc.poll() is None or pgid is not None:
-                self._signal_group(proc, pgid, signal.SIGTERM)
+            if os.getpid() == self._owner_pid:  # not in a forked copy of the owner
+                deadline = time.monotonic() + timeout
+                self._signal_group(signal.SIGTERM)
                 try:
                     proc.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
                     logger.warning("%s server did not stop in %ss; killing it", self.backend, timeout)
-                self._signal_group(proc, pgid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=10)
+                self._wait_for_members(deadline)
+                self._signal_group(signal.SIGKILL)
+                for child in (proc, self._watchdog):
+                    if child is not None:
+                        with contextlib.suppress(subprocess.TimeoutExpired):
+                            child.wait(timeout=10)
+                self._returncode = proc.returncode
             if self._pump is not None:
                 self._pump.join(timeout=10)
                 self._pump = None
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
-            self._proc = None
+            self._remove_secret_files()
+            self._proc = self._watchdog = None
             _RUNNING.discard(self)
+            if not _RUNNING:
+                _SigtermChain.uninstall()
 
-    @staticmethod
-    def _signal_group(proc: subprocess.Popen[bytes], pgid: int | None, sig: signal.Signals) -> None:
-        try:
-            if pgid is not None:
-                os.killpg(pgid, sig)
-            elif proc.poll() is None:
-                proc.send_signal(sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+    def _group_held(self) -> bool:
+        """Whether the remembered group id still names this server's group (its watchdog lives)."""
+        return self._watchdog is not None and self._watchdog.poll() is None
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        if self._group_held():
+            assert self._watchdog is not None
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._watchdog.pid, sig)
+        elif self._proc is not None and self._proc.poll() is None:  # the watchdog was killed by hand
+            logger.warning("the watchdog of the %s server is gone: signalling the server alone", self.backend)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                self._proc.send_signal(sig)
+
+    def _wait_for_members(self, deadline: float) -> None:
+        """Wait (until ``deadline``) for the group's other members, such as SGLang's schedulers, to exit."""
+        if not self._group_held():
+            return
+        assert self._watchdog is not None
+        watchdog = self._watchdog.pid
+        while time.monotonic() < deadline:
+            members = group_members(watchdog)
+            if members is None or not members - {watchdog}:
+                return
+            time.sleep(0.05)
+
+    def _remove_secret_files(self) -> None:
+        for path in self._secret_files:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self._secret_files.clear()
 
     def __enter__(self) -> ManagedServer:
         return self.start()
@@ -561,19 +827,38 @@ class SGLangServer(ManagedServer):
         argv += ["--log-level", self.log_level]
         return argv + self.extra_args
 
-    def _validate(self) -> None:
+    def validate(self) -> None:
         if not sglang_available():
             raise ServerStartError(
                 "sglang is not installed for this Python: pip install 'qwen-sglang[sglang]' on a "
                 "machine with a CUDA GPU, or use the local backend (LocalEmbeddingServer)"
             )
         path = Path(self.model_path).expanduser()
-        from qwen_sglang.local_backend import is_hub_id
-
         if not path.exists() and not is_hub_id(self.model_path):
             raise ServerStartError(f"model directory {self.model_path!r} does not exist")
         if path.exists() and not (path / "config.json").exists():
             raise ServerStartError(f"{self.model_path!r} holds no config.json: not a model directory")
+
+    def _launch_argv(self, argv: list[str]) -> list[str]:
+        """SGLang takes its key only as ``--api-key``; from 0.5.5 a ``--config`` YAML file may carry it.
+
+        The key goes to a file only this user can read (removed once the server is ready, or at
+        stop), so ``ps`` shows ``--config FILE`` instead of the key.
+        """
+        if self.api_key is None or "--api-key" not in argv:
+            return argv
+        if "--config" in argv or not _sglang_reads_config():
+            logger.warning(
+                "SGLang gets the API key on its command line (visible to local users in ps): %s",
+                "extra_args has its own --config" if "--config" in argv else "sglang older than 0.5.5",
+            )
+            return argv
+        i = argv.index("--api-key")
+        fd, name = tempfile.mkstemp(prefix="qwen-sglang-args-", suffix=".yaml")  # mode 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps({"api-key": argv[i + 1]}))  # JSON is YAML; the key stays a string
+        self._secret_files.append(Path(name))
+        return [*argv[:i], *argv[i + 2 :], "--config", name]
 
     @classmethod
     def attach(cls, base_url: str, api_key: str | SecretStr | None = None, *, timeout: float = 10.0) -> Any:
@@ -593,6 +878,10 @@ class LocalEmbeddingServer(ManagedServer):
         with LocalEmbeddingServer("/models/Qwen3-Embedding-0.6B") as server:
             print(server.base_url)
         ```
+
+    An ``api_key`` reaches the server through the `SERVER_API_KEY_ENV` environment variable, not
+    its command line; ``allowed_hosts`` adds names the server answers to besides ``localhost``,
+    IP addresses and ``host`` (``["*"]``: any), for clients that reach it through a DNS name.
     """
 
     backend = "local"
@@ -611,6 +900,7 @@ class LocalEmbeddingServer(ManagedServer):
         api_key: str | SecretStr | None = None,
         matryoshka: bool = True,
         context_length: int | None = None,
+        allowed_hosts: Sequence[str] = (),
         device: str = "cpu",
         log_level: str = "info",
         extra_args: Sequence[str] = (),
@@ -631,8 +921,11 @@ class LocalEmbeddingServer(ManagedServer):
         )
         if context_length is not None and (not isinstance(context_length, int) or context_length < 2):
             raise ConfigurationError(f"context_length must be an int >= 2, got {context_length!r}")
+        if isinstance(allowed_hosts, str) or any(not h or "," in h for h in allowed_hosts):
+            raise ConfigurationError("allowed_hosts must be a list of host names, for example ['gpu-box.lan']")
         self.matryoshka = matryoshka
         self.context_length = context_length
+        self.allowed_hosts = [str(h) for h in allowed_hosts]
         self.device = device
         self.log_level = log_level
 
@@ -646,14 +939,19 @@ class LocalEmbeddingServer(ManagedServer):
             argv.append("--no-matryoshka")
         if self.context_length is not None:
             argv += ["--context-length", str(self.context_length)]
-        if self.api_key is not None:
-            argv += ["--api-key", self.api_key.get_secret_value()]
+        if self.allowed_hosts:
+            argv += ["--allowed-hosts", ",".join(self.allowed_hosts)]
         return argv + self.extra_args
 
-    def _validate(self) -> None:
-        from qwen_sglang.errors import ModelNotAvailableError
-        from qwen_sglang.local_backend import check_model_arg
+    def _secret_env(self) -> dict[str, str]:
+        return {SERVER_API_KEY_ENV: self.api_key.get_secret_value()} if self.api_key is not None else {}
 
+    def validate(self) -> None:
+        from qwen_sglang.errors import ModelNotAvailableError
+
+        missing = missing_local_extra()
+        if missing:
+            raise ServerStartError(local_extra_hint(missing))
         try:
             check_model_arg(self.model_path)
         except ModelNotAvailableError as exc:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,14 +19,7 @@ import pytest
 from qwen_sglang import ServerStartError
 from qwen_sglang.server import LocalEmbeddingServer, ManagedServer, SGLangServer, cuda_visible, free_port, launch_server
 from tests.conftest import BACKEND, make_server
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from tests.integration.process_trees import TreeServer, alive, group_alive, run_owner, wait_until
 
 
 def wait_gone(pgid: int, seconds: float = 20) -> bool:
@@ -43,7 +38,7 @@ def test_start_ready_embed_stop_leaves_nothing(qwen_model_dir: Path) -> None:
         pid = srv.pid
         assert pid is not None
         pgid = os.getpgid(pid)
-        assert pgid == pid  # its own process group
+        assert pgid not in (pid, os.getpgrp())  # a group of its own, held by its watchdog
         assert httpx.get(srv.root_url + "/health").status_code == 200
         from qwen_sglang import EmbeddingClient
 
@@ -252,3 +247,224 @@ def test_a_client_made_from_a_server_gets_the_request_sizes_of_its_backend(serve
     np.testing.assert_allclose(
         np.array(made.embed_documents(texts)), reference, atol=1e-5 if BACKEND == "local" else 2e-2
     )
+
+
+# ---------------------------------------------------------------------- no orphans (issue 15)
+
+_OWNER_LOCAL = r"""
+import json, os, sys, time
+from qwen_sglang.server import LocalEmbeddingServer
+server = LocalEmbeddingServer(sys.argv[1]).start()
+print(json.dumps({"pid": server.pid, "pgid": os.getpgid(server.pid), "url": server.root_url}), flush=True)
+time.sleep(600)
+"""
+
+_OWNER_TREE = r"""
+import json, os, signal, sys, time
+from tests.integration.process_trees import TreeServer
+if sys.argv[1] == "app-handler":
+    def on_term(signum, frame):
+        print("the application's handler ran", flush=True)
+        raise SystemExit(0)
+    signal.signal(signal.SIGTERM, on_term)
+with TreeServer() as server:
+    info = {"pid": server.pid, "pgid": os.getpgid(server.pid), "scheduler": server.scheduler_pid()}
+    print(json.dumps(info), flush=True)
+    time.sleep(600)
+"""
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def test_an_owner_killed_by_sigkill_takes_its_server_with_it(qwen_model_dir: Path) -> None:
+    owner, info = run_owner(_OWNER_LOCAL, str(qwen_model_dir))
+    pgid = int(info["pgid"])  # type: ignore[call-overload]
+    try:
+        assert httpx.get(f"{info['url']}/health", timeout=10).status_code == 200
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(timeout=10)
+        # the watchdog notices at once and stops the group: SIGTERM, then SIGKILL after the grace
+        assert wait_until(lambda: not group_alive(pgid), 40), "the server outlived the process that owned it"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{info['url']}/health", timeout=2)
+    finally:
+        _kill_group(pgid)
+
+
+def test_sigterm_of_the_owner_runs_the_normal_stop_then_dies_of_it() -> None:
+    owner, info = run_owner(_OWNER_TREE, "default")
+    pgid, scheduler = int(info["pgid"]), int(info["scheduler"])  # type: ignore[call-overload]
+    try:
+        assert alive(scheduler)
+        owner.send_signal(signal.SIGTERM)
+        assert owner.wait(timeout=60) == -signal.SIGTERM  # the default disposition, as without us
+        # stopped *before* the owner died (the normal stop, not the watchdog after it)
+        assert not group_alive(pgid) and not alive(scheduler)
+    finally:
+        _kill_group(pgid)
+
+
+def test_sigterm_goes_to_the_applications_own_handler_first() -> None:
+    owner, info = run_owner(_OWNER_TREE, "app-handler")
+    pgid = int(info["pgid"])  # type: ignore[call-overload]
+    try:
+        owner.send_signal(signal.SIGTERM)
+        assert owner.wait(timeout=60) == 0  # its handler raised SystemExit(0); `with` stopped the server
+        assert owner.stdout is not None and "the application's handler ran" in owner.stdout.read()
+        assert not group_alive(pgid)
+    finally:
+        _kill_group(pgid)
+
+
+def test_a_failed_start_stops_the_children_of_the_server() -> None:
+    srv = TreeServer(fail=True)
+    with pytest.raises(ServerStartError) as info:
+        srv.start()
+    assert info.value.returncode == 3
+    scheduler = srv.scheduler_pid()  # started by the server before it failed; in its group
+    assert wait_until(lambda: not alive(scheduler), 30), "the failed server's child was left running"
+
+
+def test_stop_after_the_server_was_sigkilled_stops_its_children() -> None:
+    srv = TreeServer()
+    srv.start()
+    try:
+        scheduler = srv.scheduler_pid()
+        assert srv.pid is not None
+        os.kill(srv.pid, signal.SIGKILL)
+        assert wait_until(lambda: not srv.is_running(), 10)
+    finally:
+        srv.stop()
+    assert wait_until(lambda: not alive(scheduler), 30), "the killed server's child was left running"
+    assert srv.returncode == -signal.SIGKILL
+
+
+def test_returncode_and_wait_are_the_public_handle_on_the_process() -> None:
+    srv = TreeServer()
+    assert srv.returncode is None
+    with pytest.raises(ServerStartError, match="not started"):
+        srv.wait()
+    with srv:
+        assert srv.returncode is None and srv.pid is not None
+        with pytest.raises(TimeoutError, match="still runs"):
+            srv.wait(timeout=0.2)
+        os.kill(srv.pid, signal.SIGTERM)  # stopped from outside, as a user or a supervisor would
+        assert srv.wait(timeout=30) == -signal.SIGTERM
+        assert srv.returncode == -signal.SIGTERM
+    assert srv.returncode == -signal.SIGTERM and srv.wait() == -signal.SIGTERM  # kept after stop()
+
+
+def test_a_server_started_from_a_thread_outlives_the_thread() -> None:
+    # PR_SET_PDEATHSIG would fire when the *thread* that forked exits; the watchdog watches the process
+    started: list[ManagedServer] = []
+    thread = threading.Thread(target=lambda: started.append(TreeServer().start()))
+    thread.start()
+    thread.join()
+    with started[0] as srv:
+        time.sleep(1.0)  # give a thread-bound parent-death signal the time it would need
+        assert srv.is_running() and httpx.get(srv.root_url + "/health", timeout=5).status_code == 200
+
+
+def test_a_forked_child_never_stops_its_parents_server() -> None:
+    with TreeServer() as srv:
+        child = os.fork()
+        if child == 0:  # what a multiprocessing worker inherits: the object, not the process
+            try:
+                srv.stop()
+            finally:
+                os._exit(0)
+        os.waitpid(child, 0)
+        assert srv.is_running() and httpx.get(srv.root_url + "/health", timeout=5).status_code == 200
+
+
+# ---------------------------------------------------------------------- serve, as a user runs it (issue 16)
+
+_BLOCK_LOCAL_EXTRA = r"""
+import importlib.abc, sys
+
+class Uninstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("fastapi", "sentence_transformers"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Uninstalled())
+"""
+
+
+def run_cli(*args: str, prelude: str = "", timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    script = prelude + "\nimport sys\nfrom qwen_sglang.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=False, timeout=timeout
+    )
+
+
+def test_serve_checks_the_model_before_it_says_it_serves() -> None:
+    out = run_cli("serve", "--backend", "local", "--model", "/nope/Qwen3-Embedding-0.6B", "--port", "0")
+    assert out.returncode == 1
+    assert "does not exist" in out.stderr and "Traceback" not in out.stderr
+    assert "serving" not in out.stdout
+
+
+def test_serve_on_a_busy_port_names_it_and_the_way_out(qwen_model_dir: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        out = run_cli("serve", "--backend", "local", "--model", str(qwen_model_dir), "--port", str(port))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"port {port} on 127.0.0.1 is already in use" in out.stderr and "--port 0" in out.stderr
+    assert "Errno" not in out.stderr and "Traceback" not in out.stderr and "serving" not in out.stdout
+
+
+def test_serve_without_the_local_extra_says_what_to_install(qwen_model_dir: Path) -> None:
+    out = run_cli("serve", "--backend", "local", "--model", str(qwen_model_dir), prelude=_BLOCK_LOCAL_EXTRA)
+    assert out.returncode == 1
+    assert "pip install 'qwen-sglang[local]'" in out.stderr and "Traceback" not in out.stderr
+    # the managed servers' checks need no web framework either (core modules only)
+    check = _BLOCK_LOCAL_EXTRA + (
+        "from qwen_sglang.server import LocalEmbeddingServer, ServerStartError\n"
+        "try:\n    LocalEmbeddingServer(sys.argv[1]).start()\n"
+        "except ServerStartError as exc:\n    print(exc)\n"
+        "print('fastapi imported:', 'fastapi' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check, str(qwen_model_dir)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'qwen-sglang[local]'" in out.stdout and "fastapi imported: False" in out.stdout
+
+
+def test_serve_port_0_and_a_key_file(qwen_model_dir: Path, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-from-a-file-271828\n")
+    key_file.chmod(0o600)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qwen_sglang", "serve", "--backend", "local", "--model", str(qwen_model_dir)]
+            + ["--port", "0", "--api-key-file", str(key_file)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        assert wait_until(lambda: "ready to roll" in log.read_text() or proc.poll() is not None, 180)
+        text = log.read_text()
+        assert proc.poll() is None, text
+        url = next(w for w in text.split() if w.startswith("http://127.0.0.1:") and w.endswith("/v1"))
+        assert not url.endswith(":0/v1")  # the port the system picked, not 0
+        assert httpx.post(url + "/embeddings", json={"input": "x"}, timeout=30).status_code == 401
+        ok = httpx.post(url + "/embeddings", json={"input": "x"}, headers=_bearer("sk-from-a-file-271828"), timeout=30)
+        assert ok.status_code == 200
+        assert b"sk-from-a-file-271828" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
