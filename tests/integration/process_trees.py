@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-from qwen_sglang._watchdog import group_members
 from qwen_sglang.server import ManagedServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,14 +60,30 @@ class TreeServer(ManagedServer):
         raise AssertionError("the tree server did not report its scheduler:\n" + self.logs_tail())
 
 
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting for its reaper does not count)."""
+def _stat(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, pgrp, ...)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()
     except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X")
+        return None
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper does not count)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in (b"Z", b"X")
+
+
+def group_members(pgid: int) -> set[int]:
+    """The running processes of group ``pgid`` (what ``ps -e -o pgid`` would list, zombies left out)."""
+    members = set()
+    for entry in os.listdir("/proc"):
+        fields = _stat(entry) if entry.isdigit() else None
+        if fields is not None and fields[0] not in (b"Z", b"X") and int(fields[2]) == pgid:
+            members.add(int(entry))
+    return members
 
 
 def group_alive(pgid: int) -> bool:

@@ -274,6 +274,11 @@ with TreeServer() as server:
 """
 
 
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+
+
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
@@ -325,7 +330,10 @@ def test_a_failed_start_stops_the_children_of_the_server() -> None:
         srv.start()
     assert info.value.returncode == 3
     scheduler = srv.scheduler_pid()  # started by the server before it failed; in its group
-    assert wait_until(lambda: not alive(scheduler), 30), "the failed server's child was left running"
+    try:
+        assert wait_until(lambda: not alive(scheduler), 30), "the failed server's child was left running"
+    finally:
+        _kill(scheduler)
 
 
 def test_stop_after_the_server_was_sigkilled_stops_its_children() -> None:
@@ -338,7 +346,10 @@ def test_stop_after_the_server_was_sigkilled_stops_its_children() -> None:
         assert wait_until(lambda: not srv.is_running(), 10)
     finally:
         srv.stop()
-    assert wait_until(lambda: not alive(scheduler), 30), "the killed server's child was left running"
+    try:
+        assert wait_until(lambda: not alive(scheduler), 30), "the killed server's child was left running"
+    finally:
+        _kill(scheduler)
     assert srv.returncode == -signal.SIGKILL
 
 
