@@ -403,22 +403,47 @@ def _encoding_format(data: dict[str, Any]) -> str:
     return fmt
 
 
-class _IntBudget:
-    """``parse_int`` for json.loads: stops a body of millions of numbers before they all exist."""
+#: Most JSON strings, and most arrays and objects, in one body: each becomes a Python object of
+#: some 60 bytes, so a body of millions of tiny ones (``[[],[],...]``) would take 25x its size.
+_MAX_JSON_VALUES = 1 << 16
+
+
+class _NumberBudget:
+    """``parse_int``/``parse_float`` for json.loads: stops a body of millions of numbers before they all exist."""
 
     def __init__(self, limit: int) -> None:
         self.left = limit
 
-    def __call__(self, text: str) -> int:
+    def _spend(self) -> None:
         self.left -= 1
         if self.left < 0:
             raise _too_large("Request too large: more numbers than the token limit of one request")
+
+    def int(self, text: str) -> int:
+        self._spend()
         return int(text)
+
+    def float(self, text: str) -> float:
+        self._spend()
+        return float(text)
+
+
+def _check_shape(raw: bytes, limit: int) -> None:
+    """413 for a body that holds more than ``limit`` JSON strings, or arrays and objects, counted
+    at memchr speed before json.loads builds them (numbers are counted while it parses)."""
+    plain = raw.replace(b"\\\\", b"").replace(b'\\"', b"")  # escaped backslashes, then escaped quotes
+    if plain.count(b'"') > 2 * limit:
+        raise _too_large(f"Request too large: more than {limit} JSON strings")
+    outside = plain.split(b'"')[::2]  # what is not inside a string
+    if sum(part.count(b"[") + part.count(b"{") for part in outside) > limit:
+        raise _too_large(f"Request too large: more than {limit} JSON arrays and objects")
 
 
 def _parse_json(raw: bytes, max_numbers: int) -> dict[str, Any]:
+    _check_shape(raw, _MAX_JSON_VALUES)
+    budget = _NumberBudget(max_numbers)
     try:
-        data = json.loads(raw, parse_int=_IntBudget(max_numbers))
+        data = json.loads(raw, parse_int=budget.int, parse_float=budget.float)
     except RecursionError:
         raise _BadRequestError("Request body is not valid JSON: nested too deeply") from None
     except ValueError as exc:

@@ -91,11 +91,15 @@ def _keepalive_pair(server: ManagedServer, path: str, body: bytes) -> tuple[int,
 @pytest.mark.parametrize(
     ("path", "body", "message"),
     [
+        ("/embeddings", b'{"input": ' + b"[" * 100_000, "more than 65536 JSON arrays and objects"),
+        ("/embeddings", b'{"input": [' + b",".join([b"[]"] * 70_000) + b"]}", "more than 65536 JSON arrays"),
+        ("/embeddings", b'{"input": [' + b",".join([b'"ab"'] * 70_000) + b"]}", "more than 65536 JSON strings"),
+        ("/embeddings", b'{"input": [' + b",".join([b"1.5"] * 1_100_000) + b"]}", "more numbers than the token"),
         ("/embeddings", b'{"input": "x \\ud800"}', "Input is not valid Unicode: lone surrogate"),
         ("/embeddings", b'{"input": ["ok", "x \\udfff y"]}', "Input at index 1 is not valid Unicode"),
         ("/tokenize", b'{"prompt": "x \\ud800"}', "prompt is not valid Unicode"),
         ("/tokenize", b'{"prompt": ["ok", "\\ud800"]}', "prompt at index 1 is not valid Unicode"),
-        ("/embeddings", b'{"input": ' + b"[" * 100_000, "nested too deeply"),
+        ("/embeddings", b'{"input": ' + b"[" * 50_000, "nested too deeply"),
         ("/embeddings", b'{"input": "x", "encoding_format": []}', "encoding_format must be either 'float' or 'base64'"),
         ("/embeddings", b'{"input": "x", "encoding_format": null}', "encoding_format must be either"),
         ("/tokenize", b'{"prompt": "x", "add_special_tokens": "maybe"}', "add_special_tokens must be a boolean"),
@@ -105,8 +109,16 @@ def test_bad_input_is_a_400_and_the_connection_lives_on(
     server: ManagedServer, path: str, body: bytes, message: str
 ) -> None:
     status, answer = _keepalive_pair(server, path, body)
-    assert status == 400 and message in answer["message"]
-    assert answer["object"] == "error" and answer["code"] == 400
+    assert status == (413 if "more " in message else 400) and message in answer["message"]
+    assert answer["object"] == "error" and answer["code"] == status
+
+
+@local_only
+def test_brackets_quotes_and_backslashes_inside_texts_are_just_text(server: ManagedServer) -> None:
+    texts = ['[[{{ \\" say "hi" ' * 1000] * 20 + ["C:\\dir\\", '"', "\\"]  # 80k brackets, inside strings
+    r = httpx.post(server.base_url + "/tokenize", json={"prompt": texts}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["tokens"]) == 23
 
 
 @local_only

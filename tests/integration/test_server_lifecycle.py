@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -479,3 +480,48 @@ def test_serve_port_0_and_a_key_file(qwen_model_dir: Path, tmp_path: Path) -> No
 
 def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+_ECHO_ARGS = r"""
+import os, stat, sys
+import yaml
+argv = sys.argv[1:]
+print("argv:", " ".join(argv))
+if "--config" in argv:
+    path = argv[argv.index("--config") + 1]
+    print("config mode:", oct(stat.S_IMODE(os.stat(path).st_mode)))
+    print("config:", yaml.safe_load(open(path)))
+raise SystemExit(3)
+"""
+
+
+class _SGLangEcho(SGLangServer):
+    """SGLangServer's own launch, with a child that reports what it received instead of serving."""
+
+    def validate(self) -> None:
+        pass
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", _ECHO_ARGS, *super().command()[3:]]  # in place of -m sglang.launch_server
+
+
+def test_sglang_gets_its_key_in_a_private_config_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("qwen_sglang.server._sglang_reads_config", lambda: True)  # as with sglang >= 0.5.5
+    srv = _SGLangEcho("/m", api_key="sk-sglang-secret-777", startup_timeout=30)
+    with pytest.raises(ServerStartError) as info:
+        srv.start()
+    lines = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in info.value.log_tail.splitlines()}
+    assert "--api-key" not in lines["argv"] and "--config" in lines["argv"]  # what ps shows
+    assert lines["config mode"] == "0o600"
+    assert lines["config"] == "{'api-key': '***'}"  # the key itself, masked by the log pump
+    assert not Path(lines["argv"].split("--config ")[1].split()[0]).exists()  # removed at stop
+
+
+def test_older_sglang_gets_its_key_on_argv_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("qwen_sglang.server._sglang_reads_config", lambda: False)
+    srv = _SGLangEcho("/m", api_key="sk-sglang-secret-778", startup_timeout=30)
+    with pytest.raises(ServerStartError) as info, caplog.at_level(logging.WARNING, logger="qwen_sglang.server"):
+        srv.start()
+    assert "--api-key ***" in info.value.log_tail and "visible to local users in ps" in caplog.text
