@@ -63,8 +63,7 @@ def rss_peak(pid: int) -> Iterator[dict[str, float]]:
 def head(port: int, length: int | None) -> bytes:
     size = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
     return (
-        f"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: application/json\r\n{size}\r\n\r\n"
+        f"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n{size}\r\n\r\n"
     ).encode()
 
 

@@ -477,7 +477,7 @@ def _error_body(message: str, status: int, kind: str) -> dict[str, Any]:
 
 
 async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
-    payload = json.dumps(body).encode()
+    payload = json.dumps(body, separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
@@ -593,8 +593,7 @@ def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) ->
     served = config.served_model_name
 
     def error(message: str, status: int = 400, kind: str = "BadRequestError", **headers: str) -> Any:
-        body = {"object": "error", "message": message, "type": kind, "param": None, "code": status}
-        return JSONResponse(body, status_code=status, headers=headers or None)
+        return JSONResponse(_error_body(message, status, kind), status_code=status, headers=headers or None)
 
     def not_ready() -> Any:
         if runner.failed is not None:
@@ -869,7 +868,7 @@ def _make_server(config: LocalBackendConfig, app: Any, runner: ModelRunner) -> A
             log_level=config.log_level,
             access_log=False,
             http=_guarded_protocol(config.header_timeout),
-            timeout_graceful_shutdown=max(1, round(config.shutdown_timeout)),
+            timeout_graceful_shutdown=config.shutdown_timeout,
         )
     )
 
