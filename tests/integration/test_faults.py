@@ -44,7 +44,7 @@ def test_server_killed_mid_call_raises_a_connection_error_and_returns_nothing(qw
         worker, result, errors = embed_in_background(client, texts)
         time.sleep(1.5)  # requests are in flight
         assert srv.pid is not None
-        os.killpg(srv.pid, signal.SIGKILL)
+        os.killpg(os.getpgid(srv.pid), signal.SIGKILL)  # the server and its group
         worker.join(timeout=60)
         assert not worker.is_alive(), "the call hung after the server died"
     assert result == []  # nothing partial
@@ -80,7 +80,7 @@ def test_one_call_survives_a_server_restart_through_its_retries(qwen_model_dir: 
         time.sleep(1.5)  # batches are in flight
         assert worker.is_alive(), "the call finished before the server could be killed"
         assert first.pid is not None
-        os.killpg(first.pid, signal.SIGKILL)
+        os.killpg(os.getpgid(first.pid), signal.SIGKILL)  # the server and its group
         first.stop()
         second = make_server(qwen_model_dir, port=port).start()
         worker.join(timeout=300)
