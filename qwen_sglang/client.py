@@ -19,6 +19,7 @@ import email.utils
 import json
 import logging
 import math
+import os
 import random
 import threading
 import time
@@ -27,25 +28,29 @@ from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
+from urllib.parse import urljoin
 
 import httpx
 import numpy as np
 from numpy.typing import NDArray
 
+from qwen_sglang._transport import ACCEPT_ENCODING, Answer, aexchange, exchange, new_async_client, new_sync_client
 from qwen_sglang._version import __version__
 from qwen_sglang.errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
     BadRequestError,
+    ConfigurationError,
     InputTypeError,
     InvalidInputError,
     MalformedResponseError,
     NotFoundError,
+    QwenSGLangError,
     status_error_class,
 )
 from qwen_sglang.instructions import format_query
-from qwen_sglang.settings import QwenSGLangSettings, validate_dimensions
+from qwen_sglang.settings import QwenSGLangSettings, redact_url, validate_dimensions
 
 _orjson_loads: Callable[[bytes], Any] | None
 try:  # optional speed-up (a dependency on CPython); the standard library is the fallback
@@ -67,7 +72,11 @@ Vectors = NDArray[np.float32]
 _RETRY_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 _BACKOFF_BASE = 0.5
 _BACKOFF_MAX = 8.0
-_RETRY_AFTER_MAX = 60.0
+_RETRY_AFTER_MAX = 60.0  # the longest Retry-After honoured when there is no deadline (timeout=None)
+_UNKNOWN_WIDTH = 8192  # widest vectors assumed while the model's width is unknown
+_BYTES_PER_VALUE = 32  # a JSON float with its separator, generously (base64 needs 5.4)
+_ANSWER_BASE = 1 << 20  # room for everything in an answer that is not vectors
+_DEFAULT_ANSWER = 32 << 20  # requests that do not say what they need: this plus 16x the request
 _UNKNOWN_MAX_TOKENS = 512  # threshold for exact counting until the server's limit is known
 
 
@@ -79,6 +88,10 @@ class _Send:
     method: str
     url: str
     payload: Any = None
+    #: ``time.monotonic()`` by which the exchange must be over (``None``: ``timeout`` from now).
+    deadline: float | None = None
+    #: Most bytes of (decoded) answer body accepted (``None``: derived from the request's size).
+    max_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,7 @@ class _Sleep:
 
 
 _Op = _Send | _Sleep
-_Result = httpx.Response | Exception | None
+_Result = Answer | Exception | None
 Flow = Generator[_Op, _Result, T]
 
 
@@ -200,12 +213,14 @@ class EmbeddingClient:
         self.settings = settings if settings is not None else QwenSGLangSettings(**kwargs)
         preset = self.settings.preset
         self._state = _State(native_dim=preset.native_dim if preset else None)
-        self._sync_client: httpx.Client | None = http_client
+        self._given_client = http_client
         self._given_async_client = http_async_client
+        self._sync_client: httpx.Client | None = None
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
         self._async_clients = weakref.WeakKeyDictionary()
         self._client_lock = threading.Lock()
-        self._hdrs = self._headers()  # sent with every request, also through given clients
+        self._pid = self._given_pid = os.getpid()  # connections belong to one process (see _after_fork)
+        _LIVE_CLIENTS.add(self)
 
     # ---------------------------------------------------------------- public properties
     @property
@@ -318,13 +333,16 @@ class EmbeddingClient:
     # ---------------------------------------------------------------- lifecycle
     def close(self) -> None:
         """Close the HTTP connections of the sync client (async ones close with their loop)."""
+        self._check_process()
         with self._client_lock:
-            if self._sync_client is not None:
-                self._sync_client.close()
-                self._sync_client = None
+            for client in (self._sync_client, self._given_client):
+                if client is not None:
+                    client.close()
+            self._sync_client = self._given_client = None
 
     async def aclose(self) -> None:
         """Close the async HTTP client of the running event loop."""
+        self._check_process()
         client = self._async_clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
@@ -345,36 +363,100 @@ class EmbeddingClient:
         s = self.settings
         return f"EmbeddingClient(base_url={s.base_url!r}, model={s.model!r}, dimensions={s.dimensions})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A pickled client is its settings (without secrets, see `QwenSGLangSettings`): the
+        unpickled one opens its own connections and learns the server again."""
+        if self._given_client is not None or self._given_async_client is not None:
+            raise TypeError("an EmbeddingClient made with http_client= or http_async_client= cannot be pickled")
+        return (type(self), (self.settings,))
+
     # ================================================================ drivers (the only IO)
     def _headers(self) -> dict[str, str]:
-        headers = {"User-Agent": f"qwen-sglang/{__version__}"}
-        if self.settings.default_headers:
-            headers.update(self.settings.default_headers)
-        if self.settings.api_key is not None:
-            headers["Authorization"] = f"Bearer {self.settings.api_key.get_secret_value()}"
+        """The headers of one request. The Authorization header is made here, per request, from
+        the settings' secret: the client keeps no plain copy of it."""
+        s = self.settings
+        headers = {"User-Agent": f"qwen-sglang/{__version__}", "Accept-Encoding": ACCEPT_ENCODING}
+        if s.default_headers:
+            headers.update(s.default_headers)
+        if s.api_key is not None:
+            headers["Authorization"] = "Bearer " + s.api_key.get_secret_value()
+        elif s.url_credentials is not None:
+            basic = base64.b64encode(s.url_credentials.get_secret_value().encode("utf-8")).decode("ascii")
+            headers["Authorization"] = "Basic " + basic
         return headers
 
     def _limits(self) -> httpx.Limits:
         n = self.settings.max_concurrency
         return httpx.Limits(max_connections=n + 4, max_keepalive_connections=n + 4)
 
+    def _check_process(self) -> None:
+        # The fork hook has normally run already; this catches forks it did not see.
+        if self._pid != os.getpid():
+            self._after_fork()
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's connections and locks.
+
+        A pooled keep-alive connection is one socket shared by both processes after a fork: both
+        would write requests on it and read each other's answers. The child drops the pools
+        without closing them (closing could end the parent's TLS session) and makes its own on
+        first use; locks are new too (one held by a parent thread would never be released here).
+        """
+        self._pid = os.getpid()
+        self._client_lock = threading.Lock()
+        self._state.lock = threading.Lock()
+        self._sync_client = None
+        self._async_clients = weakref.WeakKeyDictionary()
+
+    def _refuse_given_after_fork(self) -> None:
+        raise ConfigurationError(
+            "this EmbeddingClient was given an httpx client (http_client= / http_async_client=) before "
+            "os.fork(): its pooled connections are shared with the parent process, which would read this "
+            "process's answers. Make the EmbeddingClient (and the httpx client) in the child, or leave "
+            "http_client out: the client's own connections are rebuilt in each process"
+        )
+
     def _http(self) -> httpx.Client:
+        self._check_process()
         with self._client_lock:
+            if self._given_client is not None:
+                if self._given_pid_differs():
+                    self._refuse_given_after_fork()
+                return self._given_client
             if self._sync_client is None:
-                self._sync_client = httpx.Client(timeout=self.settings.timeout, limits=self._limits())
+                self._sync_client = new_sync_client(self._limits())
             return self._sync_client
 
     def _ahttp(self) -> httpx.AsyncClient:
         # One AsyncClient per event loop: a client bound to a closed loop (a second
         # asyncio.run(), a new Jupyter cell loop) would fail with "Event loop is closed".
+        self._check_process()
         if self._given_async_client is not None:
+            if self._given_pid_differs():
+                self._refuse_given_after_fork()
             return self._given_async_client
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            client = httpx.AsyncClient(timeout=self.settings.timeout, limits=self._limits())
+            client = new_async_client(self._limits())
             self._async_clients[loop] = client
         return client
+
+    def _given_pid_differs(self) -> bool:
+        return self._given_pid != os.getpid()
+
+    def _request(self, http: httpx.Client | httpx.AsyncClient, op: _Send) -> tuple[httpx.Request, int, float | None]:
+        """The request of ``op``, its answer's size bound and its deadline."""
+        timeout = self.settings.timeout
+        deadline = op.deadline
+        if deadline is None and timeout is not None:
+            deadline = time.monotonic() + timeout
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+        request = http.build_request(
+            op.method, op.url, json=op.payload, headers=self._headers(), timeout=httpx.Timeout(left)
+        )
+        limit = op.max_bytes if op.max_bytes is not None else _DEFAULT_ANSWER + 16 * len(request.content)
+        return request, limit, deadline
 
     def _run(self, flow: Flow[T]) -> T:
         result: _Result = None
@@ -387,9 +469,10 @@ class EmbeddingClient:
                 time.sleep(op.seconds)
                 result = None
                 continue
+            http = self._http()
             try:
-                result = self._http().request(op.method, op.url, json=op.payload, headers=self._hdrs)
-            except httpx.HTTPError as exc:
+                result = exchange(http, *self._request(http, op))
+            except (httpx.HTTPError, MalformedResponseError) as exc:
                 result = exc
 
     async def _arun(self, flow: Flow[T]) -> T:
@@ -403,9 +486,10 @@ class EmbeddingClient:
                 await asyncio.sleep(op.seconds)
                 result = None
                 continue
+            http = self._ahttp()
             try:
-                result = await self._ahttp().request(op.method, op.url, json=op.payload, headers=self._hdrs)
-            except httpx.HTTPError as exc:
+                result = await aexchange(http, *self._request(http, op))
+            except (httpx.HTTPError, MalformedResponseError) as exc:
                 result = exc
 
     # ================================================================ fan-out (bounded)
@@ -528,31 +612,50 @@ class EmbeddingClient:
         return limit
 
     # ================================================================ flows (logic, no IO)
-    def _request_flow(self, method: str, path: str, payload: Any = None, *, root: bool = False) -> Flow[Any]:
-        """Send one request with retries; return the decoded JSON body."""
+    def _request_flow(
+        self, method: str, path: str, payload: Any = None, *, root: bool = False, max_bytes: int | None = None
+    ) -> Flow[Any]:
+        """Send one request with retries; return the decoded JSON body.
+
+        Each attempt ends within ``timeout``; all of them, with the pauses between them, by the
+        retry deadline (`_retry_deadline`). A wait that would end past it is not taken. An
+        answer larger than ``max_bytes`` (default: from the request's size) is refused.
+        """
+        s = self.settings
         url = (self.root_url if root else self.base_url) + path
+        overall = _retry_deadline(s.timeout, s.max_retries)
         attempt = 0
         while True:
-            result = yield _Send(method, url, payload)
+            deadline = None if s.timeout is None else time.monotonic() + s.timeout
+            if deadline is not None and overall is not None:
+                deadline = min(deadline, overall)
+            result = yield _Send(method, url, payload, deadline=deadline, max_bytes=max_bytes)
             assert result is not None
-            if isinstance(result, httpx.Response):
-                if result.status_code < 400:
-                    try:
-                        return _decode_json(result.content) if result.content else None
-                    except ValueError:
-                        raise MalformedResponseError(
-                            f"{url} answered {result.status_code} with a body that is not JSON: {result.text[:200]!r}",
-                            url=url,
-                        ) from None
+            wait: float | None = None
+            if isinstance(result, Answer):
+                if result.status_code < 300:
+                    return _answer_json(result, url)
                 error: Exception = _status_error(result, url, self.base_url)
                 retry = result.status_code in _RETRY_STATUS
-                retry_after = _retry_after(result)
+                wait = _retry_after(result)
+            elif isinstance(result, QwenSGLangError):  # an answer refused as it arrived: not retried
+                raise result
             else:
-                error = _transport_error(result, url, self.settings.model)
-                retry, retry_after = True, None
-            if not retry or attempt >= self.settings.max_retries:
+                error = _transport_error(result, url, s.model, s.timeout)
+                retry = True
+            if not retry or attempt >= s.max_retries:
                 raise self._explain_dead_server(error)
-            delay = retry_after if retry_after is not None else _backoff(attempt)
+            delay = wait if wait is not None else _backoff(attempt)
+            if overall is None:
+                delay = min(delay, _RETRY_AFTER_MAX)
+            elif time.monotonic() + delay >= overall:
+                asked = f"the server asked to wait {delay:.0f} s (Retry-After)" if wait is not None else "the backoff"
+                left = max(overall - time.monotonic(), 0.0)
+                note = (
+                    f"(not retried: {asked}, past the retry deadline, {left:.1f} s from now; it follows from "
+                    "timeout and max_retries)"
+                )
+                raise self._explain_dead_server(_with_note(error, note))
             logger.info("retrying %s %s in %.2fs after: %s", method, url, delay, error)
             attempt += 1
             yield _Sleep(delay)
@@ -589,7 +692,7 @@ class EmbeddingClient:
             if len(tokens) != len(texts):
                 raise ValueError(f"{len(tokens)} token lists for {len(texts)} texts")
             return [list(map(int, t)) for t in tokens]
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise MalformedResponseError(
                 f"unexpected /v1/tokenize answer: {exc}", url=self.base_url + "/tokenize"
             ) from None
@@ -685,7 +788,8 @@ class EmbeddingClient:
             if send_dims:
                 payload["dimensions"] = dims
             try:
-                body = yield from self._request_flow("POST", "/embeddings", payload)
+                limit = _embeddings_answer_limit(len(batch), st.native_dim)
+                body = yield from self._request_flow("POST", "/embeddings", payload, max_bytes=limit)
             except BadRequestError as exc:
                 msg = (exc.server_message or str(exc)).lower()
                 if send_dims and "matryoshka" in msg:
@@ -870,28 +974,45 @@ def _backoff(attempt: int) -> float:
     return ceiling / 2 + random.random() * ceiling / 2
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_deadline(timeout: float | None, max_retries: int) -> float | None:
+    """When one request, with all its retries and pauses, must be over (``time.monotonic()``):
+    every attempt may take ``timeout`` and every pause the longest backoff (8 s);
+    ``None`` without a timeout."""
+    if timeout is None:
+        return None
+    return time.monotonic() + (max_retries + 1) * timeout + max_retries * _BACKOFF_MAX
+
+
+def _embeddings_answer_limit(count: int, width: int | None) -> int:
+    """The most bytes an honest ``/embeddings`` answer of ``count`` vectors can take: JSON floats
+    at a generous 32 bytes each, twice over; the widest known model's width while unknown."""
+    return _ANSWER_BASE + 2 * count * ((width or _UNKNOWN_WIDTH) * _BYTES_PER_VALUE + 256)
+
+
+def _retry_after(response: Answer) -> float | None:
+    """Seconds the server asks to wait (not capped here: the caller caps it by its deadline)."""
     value = response.headers.get("retry-after")
     if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
             return None
         seconds = parsed.timestamp() - time.time()
     if not math.isfinite(seconds):
         return None
-    return min(max(seconds, 0.0), _RETRY_AFTER_MAX)
+    return max(seconds, 0.0)
 
 
 def _decode_json(content: bytes) -> Any:
     """JSON answer bodies, with orjson where installed: parsing the floats of a JSON answer is
     most of the client's CPU time when the server sends no base64 (SGLang < 0.5.17), and orjson
     does it ~6x faster than the standard library. What orjson refuses (bare NaN tokens, which
-    Python servers write, or non-UTF-8 text) goes to the standard library, so every body is read
-    as before and bad values still get their specific error."""
+    Python servers write, numbers beyond float range, or non-UTF-8 text) goes to the standard
+    library, so every body is read as before and bad values still get their specific error."""
     if _orjson_loads is not None:
         try:
             return _orjson_loads(content)
@@ -900,9 +1021,20 @@ def _decode_json(content: bytes) -> Any:
     return json.loads(content)
 
 
-def _server_message(response: httpx.Response) -> tuple[str, Any]:
+def _answer_json(answer: Answer, url: str) -> Any:
+    if not answer.content:
+        return None
     try:
-        body = response.json()
+        return _decode_json(answer.content)
+    except ValueError:
+        raise MalformedResponseError(
+            f"{url} answered {answer.status_code} with a body that is not JSON: {answer.text[:200]!r}", url=url
+        ) from None
+
+
+def _server_message(response: Answer) -> tuple[str, Any]:
+    try:
+        body = _decode_json(response.content)
     except ValueError:
         return response.text.strip()[:500], response.text
     if isinstance(body, dict):
@@ -914,9 +1046,35 @@ def _server_message(response: httpx.Response) -> tuple[str, Any]:
     return json.dumps(body)[:500], body
 
 
-def _status_error(response: httpx.Response, url: str, base_url: str) -> APIStatusError:
+def _with_note(error: Exception, note: str) -> Exception:
+    """``error`` with ``note`` appended to its message (its type and fields kept)."""
+    error.args = (f"{error} {note}", *error.args[1:])
+    return error
+
+
+def _redirect_message(response: Answer, url: str, base_url: str) -> str:
+    code = response.status_code
+    location = response.headers.get("location")
+    if not location:
+        return f"{url} answered HTTP {code}, a redirect without a Location: point base_url at the server itself"
+    target = redact_url(urljoin(url, location))
+    suffix = url[len(base_url) :] if url.startswith(base_url) else ""
+    if suffix and target.split("?")[0].endswith(suffix):
+        fix = f"set base_url to {target.split('?')[0][: -len(suffix)]!r}"
+    else:
+        fix = "point base_url at the address the server is really served from"
+    return (
+        f"{url} answered HTTP {code}, redirecting to {target}; the client does not follow redirects (a POST "
+        f"would lose its body, or its credentials to another host): {fix}"
+    )
+
+
+def _status_error(response: Answer, url: str, base_url: str) -> APIStatusError:
     code = response.status_code
     message, body = _server_message(response)
+    if 300 <= code < 400:
+        text = _redirect_message(response, url, base_url)
+        return status_error_class(code)(text, status_code=code, url=url, body=body, server_message=message)
     text = f"{url} answered HTTP {code}: {message}"
     lowered = message.lower()
     if code in (401, 403):
@@ -931,9 +1089,14 @@ def _status_error(response: httpx.Response, url: str, base_url: str) -> APIStatu
     return status_error_class(code)(text, status_code=code, url=url, body=body, server_message=message)
 
 
-def _transport_error(exc: Exception, url: str, model: str) -> APIConnectionError:
+def _transport_error(exc: Exception, url: str, model: str, timeout: float | None = None) -> APIConnectionError:
     if isinstance(exc, httpx.TimeoutException):
-        return APITimeoutError(f"{url} did not answer in time ({type(exc).__name__})", url=url)
+        within = f"within timeout={timeout:g} s " if timeout is not None else ""
+        return APITimeoutError(
+            f"{url} did not answer {within}(connecting, sending, the headers and the whole body count "
+            f"together; {type(exc).__name__})",
+            url=url,
+        )
     reason = str(exc) or type(exc).__name__
     return APIConnectionError(
         f"could not connect to the embedding server at {url}: {reason}. Is it running? Start one "
@@ -941,6 +1104,10 @@ def _transport_error(exc: Exception, url: str, model: str) -> APIConnectionError
         "GPU), or point base_url / QWEN_SGLANG_BASE_URL at a running server.",
         url=url,
     )
+
+
+_NUMBER_TYPES = frozenset({float, int})
+_MAX_TOKEN_COUNT = 2**53  # beyond this a float is no longer a whole number of anything
 
 
 def _parse_embeddings(body: Any, expected: int, url: str) -> tuple[Vectors, int]:
@@ -974,12 +1141,11 @@ def _parse_embeddings(body: Any, expected: int, url: str) -> tuple[Vectors, int]
                 raise bad(f"embedding {index} has {len(raw)} bytes, not a whole number of float32")
             vec = np.frombuffer(raw, dtype="<f4")
         elif isinstance(emb, list):
-            try:
-                vec = np.asarray(emb, dtype=np.float32)
-            except (TypeError, ValueError):
-                raise bad(f"embedding {index} is not a list of numbers") from None
-            if vec.ndim != 1:
-                raise bad(f"embedding {index} is not a flat list of numbers")
+            kinds = set(map(type, emb))
+            if not kinds <= _NUMBER_TYPES:
+                what = "booleans" if bool in kinds else "not only numbers"
+                raise bad(f"embedding {index} is a list of {what}, not a vector")
+            vec = np.asarray(emb, dtype=np.float32)
         else:
             raise bad(f"embedding {index} is a {type(emb).__name__}")
         if width < 0:
@@ -992,6 +1158,39 @@ def _parse_embeddings(body: Any, expected: int, url: str) -> tuple[Vectors, int]
         matrix[i] = vec
     if not np.isfinite(matrix).all():
         raise bad("NaN or infinite values in the vectors")
-    usage = body.get("usage") or {}
-    tokens = usage.get("prompt_tokens", 0) if isinstance(usage, dict) else 0
-    return matrix, int(tokens) if isinstance(tokens, int | float) else 0
+    zero = np.flatnonzero(~matrix.any(axis=1))
+    if zero.size:
+        raise bad(
+            f"embedding {int(zero[0])} is all zeros ({zero.size} of {expected}): a Qwen3 embedding never is; "
+            "the server's pooling or weights are broken (`qwen-sglang doctor` names the cause)"
+        )
+    return matrix, _prompt_tokens(body.get("usage"), bad)
+
+
+def _prompt_tokens(usage: Any, bad: Callable[[str], MalformedResponseError]) -> int:
+    """``usage.prompt_tokens`` (0 when absent): a whole number of tokens, or the answer is malformed."""
+    tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    if tokens is None:
+        return 0
+    if (
+        isinstance(tokens, bool)
+        or not isinstance(tokens, int | float)
+        or not (0 <= tokens <= _MAX_TOKEN_COUNT and tokens == int(tokens))  # also refuses NaN, inf
+    ):
+        raise bad(f"usage.prompt_tokens is {str(tokens)[:40]}, not a token count")
+    return int(tokens)
+
+
+# ============================================================================================
+# Processes: connections belong to the process that opened them
+# ============================================================================================
+_LIVE_CLIENTS: weakref.WeakSet[EmbeddingClient] = weakref.WeakSet()
+
+
+def _forget_connections_after_fork() -> None:
+    for client in list(_LIVE_CLIENTS):
+        client._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_connections_after_fork)

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, Strict, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from qwen_sglang.errors import ConfigurationError
 from qwen_sglang.instructions import DEFAULT_TASK
@@ -26,6 +35,7 @@ __all__ = [
     "LongTextPolicy",
     "QwenSGLangSettings",
     "normalize_base_url",
+    "redact_url",
     "validate_dimensions",
 ]
 
@@ -49,30 +59,84 @@ def _secret_env(name: str) -> Callable[[], SecretStr | None]:
     return factory
 
 
+_VALID_URL = "a valid one looks like http://127.0.0.1:30000/v1 (scheme, host, port, then /v1)"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``: what messages and logs show."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
 def normalize_base_url(url: str) -> str:
     """Check and normalise a server URL to the OpenAI-style ``.../v1`` form.
 
     ``http://host:30000`` and ``http://host:30000/`` become ``http://host:30000/v1``; a URL with
     another path is kept as given (minus a trailing slash), for servers behind a proxy path.
+    Credentials in the URL (``user:password@``) are kept here and never shown in an error
+    (`QwenSGLangSettings` moves them to ``url_credentials``).
     """
     if not isinstance(url, str) or not url.strip():
-        raise ConfigurationError("base_url must be a non-empty URL such as http://127.0.0.1:30000/v1")
+        raise ConfigurationError(f"base_url must be a non-empty URL; {_VALID_URL}")
     url = url.strip()
+    shown = redact_url(url)
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigurationError(
-            f"base_url {url!r} is not an http(s) URL; expected something like http://127.0.0.1:30000/v1"
-        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"base_url {shown!r} is not an http(s) URL with a host; {_VALID_URL}")
     try:
         port = parts.port
-    except ValueError as exc:
-        raise ConfigurationError(f"base_url {url!r} has an invalid port: {exc}") from None
+    except ValueError:
+        port_text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        raise ConfigurationError(
+            f"base_url {shown!r} has an invalid port {port_text!r} (a number from 1 to 65535); {_VALID_URL}"
+        ) from None
     if port == 0:
-        raise ConfigurationError(f"base_url {url!r} has port 0")
+        raise ConfigurationError(f"base_url {shown!r} has port 0; {_VALID_URL}")
     path = parts.path.rstrip("/")
     if not path:
         path = "/v1"
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def _split_credentials(url: str) -> tuple[str, SecretStr | None]:
+    """``http://user:pw@host/v1`` -> (``http://host/v1``, ``SecretStr("user:pw")``), %-escapes decoded."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=hostport)), SecretStr(f"{unquote(user)}:{unquote(password)}")
+
+
+def _check_header_value(what: str, value: str) -> None:
+    """An HTTP header carries visible ASCII only: say which character of ``what`` cannot go
+    (never the value itself: it may be a secret)."""
+    for position, char in enumerate(value):
+        if "!" <= char <= "~" or (char == " " and 0 < position < len(value) - 1):
+            continue
+        if char in "\r\n":
+            kind = "a line break (a key read from a file keeps its newline: strip it)"
+        elif char.isspace():
+            kind = "leading or trailing whitespace" if char == " " else f"whitespace (U+{ord(char):04X})"
+        elif ord(char) < 32 or ord(char) == 127:
+            kind = f"a control character (U+{ord(char):04X})"
+        else:
+            kind = f"a non-ASCII character (U+{ord(char):04X}; a pasted key may carry look-alike characters)"
+        raise ConfigurationError(
+            f"{what} contains {kind} at position {position}: an HTTP header can carry only visible ASCII characters"
+        )
+
+
+def _configuration_error(exc: ValidationError) -> Exception:
+    """The `ConfigurationError` a validator raised, unwrapped from pydantic's report (whose text
+    repeats the input, secrets included, and links to pydantic's site); other errors as they are."""
+    for error in exc.errors():
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigurationError):
+            return cause
+    return exc
 
 
 def validate_dimensions(dimensions: Any, preset: ModelPreset | None, model: str) -> int | None:
@@ -92,6 +156,10 @@ def validate_dimensions(dimensions: Any, preset: ModelPreset | None, model: str)
     return dimensions
 
 
+#: Never pickled: secrets, and the managed server (a live process of this one).
+_NOT_PICKLED = frozenset({"api_key", "url_credentials", "server"})
+
+
 class QwenSGLangSettings(BaseModel):
     """Connection and embedding settings, from arguments or the environment."""
 
@@ -108,8 +176,15 @@ class QwenSGLangSettings(BaseModel):
 
     api_key: SecretStr | None = Field(default_factory=_secret_env("QWEN_SGLANG_API_KEY"), exclude=True)
     """Bearer key for servers started with ``--api-key`` (env ``QWEN_SGLANG_API_KEY``).
-    Keyless servers need none. Never printed, logged or serialised (a reloaded object reads it
-    from the environment again)."""
+    Keyless servers need none. Visible ASCII only (a newline or a non-ASCII character is a
+    `ConfigurationError` at construction). Never printed, logged, serialised or pickled: an
+    unpickled object reads ``QWEN_SGLANG_API_KEY`` again, or has none."""
+
+    url_credentials: SecretStr | None = Field(default=None, exclude=True)
+    """``user:password`` for a server behind HTTP Basic auth, sent with every request. Taken out
+    of ``base_url`` when it has them (``http://user:pw@host/v1``), so that the URL shown in
+    reprs, logs and errors never carries them. Cannot be combined with ``api_key`` (both use
+    the ``Authorization`` header). Never serialised or pickled."""
 
     model: str = Field(default_factory=_env("QWEN_SGLANG_MODEL", DEFAULT_MODEL))
     """Model name sent with each request and used to look up the preset (native width,
@@ -135,10 +210,14 @@ class QwenSGLangSettings(BaseModel):
     """Most requests in flight at once, in both the sync and the async paths."""
 
     timeout: float | None = Field(default=120.0)
-    """Seconds to wait for one request (``None`` waits forever)."""
+    """Seconds one request may take in total: connecting, sending, the answer's headers and its
+    whole body (``None`` waits forever). Each request, retries and pauses included, also ends
+    by its retry deadline: ``(max_retries + 1) * timeout + 8 * max_retries`` seconds; a
+    Retry-After that would end past it is not waited for (the error is raised at once)."""
 
     max_retries: int = Field(default=3, ge=0)
-    """Retries for timeouts, connection errors, 408/409/429 and 5xx. A 400 is never retried."""
+    """Retries for timeouts, connection errors, 408/409/429 and 5xx, until the retry deadline
+    (see ``timeout``). A 400 is never retried."""
 
     show_progress: bool = False
     """Show a tqdm progress bar for multi-batch calls."""
@@ -168,12 +247,39 @@ class QwenSGLangSettings(BaseModel):
     """Tokens shared by consecutive windows for ``long_text="chunk"``."""
 
     default_headers: dict[str, str] | None = None
-    """Extra HTTP headers sent with every request."""
+    """Extra HTTP headers sent with every request (visible ASCII values)."""
 
     server: Any = Field(default=None, exclude=True, repr=False)
     """A managed server (`qwen_sglang.SGLangServer`, `qwen_sglang.LocalEmbeddingServer`);
     its URL, key and model name are used unless given explicitly, and so are the request sizes
     that suit its backend (``server.client_defaults``: large requests for the local backend)."""
+
+    if not TYPE_CHECKING:  # type checkers keep the signature pydantic derives from the fields
+
+        def __init__(self, /, **data: Any) -> None:
+            try:
+                super().__init__(**data)
+            except ValidationError as exc:
+                raise _configuration_error(exc) from None
+
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickles carry no secret: ``api_key``, ``url_credentials`` and ``server`` are left out
+        (as is what the object built from its settings, such as an adapter's client)."""
+        state: dict[Any, Any] = super().__getstate__()
+        return {
+            **state,
+            "__dict__": {k: v for k, v in state["__dict__"].items() if k not in _NOT_PICKLED},
+            "__pydantic_fields_set__": set(state["__pydantic_fields_set__"]) - _NOT_PICKLED,
+            "__pydantic_private__": None,
+        }
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        """Unpickling constructs the object again from the settings that were set: validators
+        run, ``api_key`` is read from ``QWEN_SGLANG_API_KEY`` (or is ``None``), adapters build a
+        new client."""
+        given = state.get("__pydantic_fields_set__") or set(state["__dict__"])
+        data = {k: v for k, v in state["__dict__"].items() if k in given}
+        type(self).__init__(self, **data)
 
     @field_validator("query_instruction")
     @classmethod
@@ -197,7 +303,20 @@ class QwenSGLangSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> QwenSGLangSettings:
-        self.base_url = normalize_base_url(self.base_url)
+        self.base_url, in_url = _split_credentials(normalize_base_url(self.base_url))
+        if in_url is not None:
+            if self.url_credentials is not None:
+                raise ConfigurationError("base_url carries user:password and url_credentials is set too: keep one")
+            self.url_credentials = in_url
+        if self.url_credentials is not None and self.api_key is not None:
+            raise ConfigurationError(
+                "both api_key (sent as a Bearer token) and user:password credentials (base_url's or "
+                "url_credentials, sent as HTTP Basic auth) are set: both use the Authorization header; keep one"
+            )
+        if self.api_key is not None:
+            _check_header_value("api_key", self.api_key.get_secret_value())
+        for name, value in (self.default_headers or {}).items():
+            _check_header_value(f"default_headers[{name!r}]", value)
         validate_dimensions(self.dimensions, self.preset, self.model)
         if self.chunk_overlap >= self.chunk_tokens:
             raise ConfigurationError(

@@ -139,13 +139,21 @@ def test_non_positive_knobs_rejected(field: str, value: int) -> None:
         ("localhost:30000", "not an http"),
         ("ftp://h/v1", "not an http"),
         ("http://", "not an http"),
-        ("http://h:99999/v1", "invalid port"),
+        ("http://h:99999/v1", "invalid port '99999'"),
+        ("http://user:pw@h:3o000/v1", "invalid port '3o000'"),
         ("", "non-empty"),
     ],
 )
-def test_malformed_base_url(url: str, match: str) -> None:
-    with pytest.raises(ValidationError, match=match):
-        QwenSGLangSettings(base_url=url)
+@pytest.mark.parametrize("make", [QwenSGLangSettings, EmbeddingClient], ids=["settings", "client"])
+def test_malformed_base_url_is_a_configuration_error_saying_what_a_valid_one_looks_like(
+    url: str, match: str, make: Any
+) -> None:
+    with pytest.raises(ConfigurationError, match=match) as info:
+        make(base_url=url)
+    text = str(info.value)
+    assert "a valid one looks like http://127.0.0.1:30000/v1" in text
+    assert "pydantic" not in text and "input_value" not in text and "validation error" not in text
+    assert "pw" not in text  # credentials in a malformed URL are not shown either
 
 
 def test_base_url_normalisation() -> None:
@@ -172,7 +180,7 @@ def test_settings_from_environment() -> None:
 
 
 def test_chunk_overlap_must_be_smaller_than_window() -> None:
-    with pytest.raises(ValidationError, match="chunk_overlap"):
+    with pytest.raises(ConfigurationError, match="chunk_overlap"):
         QwenSGLangSettings(chunk_tokens=64, chunk_overlap=64)
 
 
