@@ -68,6 +68,12 @@ class QwenSGLangEmbedding(BaseEmbedding, QwenSGLangSettings):
     def class_name(cls) -> str:
         return "QwenSGLangEmbedding"
 
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        # LlamaIndex's own unpickling passes every field to __init__; the settings' way passes
+        # the fields that were set, so what was not set is derived again (the key from the
+        # environment, the request shape from the server), as for a new object.
+        QwenSGLangSettings.__setstate__(self, state)
+
     @property
     def client(self) -> EmbeddingClient:
         """The core client doing the work."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -112,12 +111,3 @@ def gzip_bomb(mib: int) -> tuple[int, Iterator[bytes]]:
         yield tail
 
     return len(first) + (mib - 1) * len(again) + len(tail), pieces()
-
-
-def wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()

@@ -1,21 +1,24 @@
-"""A client used before ``os.fork()``: parent and child each get their own connections (real forks)."""
+"""A client across processes: used before ``os.fork()`` (real forks), and pickled."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
 import time
 from collections.abc import Callable
 
+import httpx
 import numpy as np
 import pytest
 
-from qwen_sglang import EmbeddingClient
+from qwen_sglang import ConfigurationError, EmbeddingClient
 from qwen_sglang.server import ManagedServer
 from tests.conftest import TOL
 
 CALLS = 60
+_ONE_VECTOR = {"data": [{"index": 0, "embedding": [0.6, 0.8]}]}
 
 
 def _texts(tag: str) -> list[str]:
@@ -46,6 +49,9 @@ def _wait(pid: int, seconds: float) -> int:
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 def test_parent_and_forked_child_never_get_each_others_vectors(server: ManagedServer, use_async: bool) -> None:
+    """Both processes embed 60 texts one request at a time, at once, after a fork. With the
+    parent's pooled connection shared, they read each other's answers or broken ones (400
+    "Invalid HTTP request", disconnects); each process must use connections of its own."""
     client = EmbeddingClient(base_url=server.base_url, model="Qwen3-Embedding-test", max_concurrency=1, max_retries=0)
     parent_texts, child_texts = _texts("parent"), _texts("child")
     loop = asyncio.new_event_loop()
@@ -70,3 +76,40 @@ def test_parent_and_forked_child_never_get_each_others_vectors(server: ManagedSe
         child = _wait(pid, 120)
         loop.close()
     assert (wrong, child) == (0, 0)
+
+
+def test_a_given_http_client_is_refused_in_a_forked_child() -> None:
+    """The client cannot rebuild an httpx client it was given: in a forked child it says so
+    (and what to do) rather than share the parent's connections."""
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=_ONE_VECTOR))
+    client = EmbeddingClient(model="m", http_client=httpx.Client(transport=transport))
+    assert len(client.embed_documents(["in the parent"])) == 1
+    pid = os.fork()
+    if pid == 0:
+        try:
+            client.embed_documents(["in the child"])
+            code = 1
+        except ConfigurationError as exc:
+            code = 0 if "before os.fork()" in str(exc) else 2
+        except BaseException:
+            code = 3
+        os._exit(code)
+    assert _wait(pid, 60) == 0
+    assert len(client.embed_documents(["in the parent again"])) == 1
+
+
+@pytest.mark.parametrize("make", ["langchain", "llama-index"])
+def test_an_unpickled_adapter_embeds_like_the_original(server: ManagedServer, make: str) -> None:
+    """What a process pool does with an embeddings object: pickle it, load it, use it."""
+    from langchain_qwen_sglang import QwenSGLangEmbeddings
+    from llama_index_qwen_sglang import QwenSGLangEmbedding
+
+    adapter = QwenSGLangEmbeddings if make == "langchain" else QwenSGLangEmbedding
+    original = adapter(base_url=server.base_url, model="Qwen3-Embedding-test", dimensions=64)
+    restored = pickle.loads(pickle.dumps(original))
+    if make == "langchain":
+        want, got = original.embed_query("a question"), restored.embed_query("a question")
+    else:
+        want, got = original.get_query_embedding("a question"), restored.get_query_embedding("a question")
+    assert len(got) == 64
+    np.testing.assert_allclose(got, want, atol=TOL)

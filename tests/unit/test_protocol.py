@@ -17,6 +17,7 @@ import pytest
 
 from qwen_sglang import (
     APIConnectionError,
+    APIStatusError,
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
@@ -267,6 +268,11 @@ MALFORMED: dict[str, Callable[[int], Any]] = {
     "truncated base64": lambda n: {"data": [{"embedding": "AAAA" + "AA", "index": i} for i in range(n)]},
     "no data": lambda n: {"object": "list"},
     "embedding is a dict": lambda n: {"data": [{"embedding": {"x": 1}, "index": i} for i in range(n)]},
+    # never valid Qwen3 output (doctor calls them a fault); np.asarray took both silently
+    "all zeros": lambda n: {"data": [{"embedding": [0.0] * 8, "index": i} for i in range(n)]},
+    "booleans": lambda n: {"data": [{"embedding": [True, False] * 4, "index": i} for i in range(n)]},
+    "numbers as strings": lambda n: {"data": [{"embedding": ["0.5"] * 8, "index": i} for i in range(n)]},
+    "nested lists": lambda n: {"data": [{"embedding": [[0.5, 0.5]] * 4, "index": i} for i in range(n)]},
 }
 
 
@@ -448,3 +454,66 @@ def test_progress_reports_every_request_and_the_totals_add_up(use_async: bool) -
     assert len(calls) == len(rec.requests) == 4
     assert sum(n for n, _ in calls) == 10
     assert sum(t for _, t in calls) == 30
+
+
+@both
+def test_a_retry_after_past_the_retry_deadline_is_not_waited_for(use_async: bool, no_sleep: list[float]) -> None:
+    """Retry-After of a day with timeout=2, max_retries=3: the retry deadline is 4 x 2 + 3 x 8 =
+    32 s away, so the client fails at once, saying why (it used to sleep 60 s three times)."""
+    rec = Recorder(lambda r, p: error(503, "overloaded", {"Retry-After": "86400"}))
+    with pytest.raises(InternalServerError, match=r"Retry-After.*past the retry deadline"):
+        embed(make_client(rec, timeout=2, max_retries=3), ["a"], use_async)
+    assert no_sleep == [] and len(rec.requests) == 1
+
+
+@both
+def test_a_retry_after_within_the_deadline_is_honoured_and_none_waits_60_s_at_most(
+    use_async: bool, no_sleep: list[float]
+) -> None:
+    rec = Recorder(lambda r, p: error(429, "slow down", {"Retry-After": "20"}))
+    with pytest.raises(RateLimitError):
+        embed(make_client(rec, timeout=30, max_retries=1), ["a"], use_async)
+    assert no_sleep == [20.0]
+    no_sleep.clear()
+    rec = Recorder(lambda r, p: error(429, "slow down", {"Retry-After": "86400"}))
+    with pytest.raises(RateLimitError):
+        embed(make_client(rec, timeout=None, max_retries=1), ["a"], use_async)
+    assert no_sleep == [60.0]  # no timeout, no deadline: the old cap
+
+
+@both
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(302, b""), (301, json.dumps(ok_body(1)).encode()), (307, b"<html>moved</html>")],
+    ids=["302", "301-with-a-body-that-looks-right", "307"],
+)
+def test_a_redirect_names_its_location_and_the_base_url_to_use(status: int, body: bytes, use_async: bool) -> None:
+    """httpx does not follow redirects: a 302 read as "no 'data' list", a 301 with a body as
+    success. Now a typed error, never retried, naming where to point base_url."""
+    headers = {"Location": "https://embed.example.com/api/v1/embeddings"}
+    rec = Recorder(lambda r, p: httpx.Response(status, content=body, headers=headers))
+    with pytest.raises(APIStatusError) as info:
+        embed(make_client(rec, max_retries=3), ["a"], use_async)
+    text = str(info.value)
+    assert info.value.status_code == status and len(rec.requests) == 1
+    assert "redirecting to https://embed.example.com/api/v1/embeddings" in text
+    assert "set base_url to 'https://embed.example.com/api/v1'" in text
+
+
+@both
+@pytest.mark.parametrize("tokens", [b"1e400", b"-3", b"2.5", b"true", b'"12"', b"1" + b"0" * 400])
+def test_a_usage_count_that_is_not_a_count_is_malformed(tokens: bytes, use_async: bool) -> None:
+    body = json.dumps(ok_body(1)).encode().replace(b'"prompt_tokens": 3', b'"prompt_tokens": ' + tokens)
+    assert tokens in body
+    rec = Recorder(lambda r, p: httpx.Response(200, content=body, headers={"content-type": "application/json"}))
+    with pytest.raises(MalformedResponseError, match="usage.prompt_tokens is .*not a token count"):
+        embed(make_client(rec), ["a"], use_async)
+
+
+@both
+def test_an_answer_in_an_encoding_the_client_did_not_ask_for_is_refused(use_async: bool) -> None:
+    body = json.dumps(ok_body(1)).encode()
+    rec = Recorder(lambda r, p: httpx.Response(200, content=body, headers={"content-encoding": "br"}))
+    with pytest.raises(MalformedResponseError, match="Content-Encoding 'br'"):
+        embed(make_client(rec), ["a"], use_async)
+    assert rec.headers[0]["accept-encoding"] == "gzip, deflate"  # what the client decodes itself
