@@ -18,7 +18,7 @@ keep working::
     │   │   ├── RequestTooLargeError (413)
     │   │   ├── RateLimitError (429)
     │   │   └── InternalServerError (5xx)
-    │   └── MalformedResponseError             wrong count/order/width, NaN, bad base64, not JSON
+    │   └── MalformedResponseError             wrong count/order/width, NaN, zero vectors, too large, not JSON
     ├── ModelNotAvailableError                 a model that is neither local nor downloadable
     └── ServerStartError                       a managed server failed to start (exit code, log tail)
 """
@@ -89,7 +89,9 @@ class APITimeoutError(APIConnectionError):
 
 
 class APIStatusError(APIError):
-    """The server answered with an error status. ``message`` is the server's own text."""
+    """The server answered with an error status (or a redirect, which the client does not follow:
+    the message names the ``Location`` and the ``base_url`` to use). ``server_message`` is the
+    server's own text."""
 
     def __init__(
         self,
@@ -131,7 +133,8 @@ class InternalServerError(APIStatusError):
 
 
 class MalformedResponseError(APIError):
-    """The server's answer does not match the request (count, order, width, values, format)."""
+    """The server's answer does not match the request (count, order, width, values, format), or
+    is larger than the request can need (refused as it streams in; never retried)."""
 
 
 class ModelNotAvailableError(QwenSGLangError):

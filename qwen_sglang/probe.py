@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import SecretStr
 
 from qwen_sglang.presets import find_preset
-from qwen_sglang.settings import normalize_base_url
+from qwen_sglang.settings import normalize_base_url, redact_url
 
 __all__ = ["LOG_SIGNATURES", "Check", "ServerReport", "diagnose_log", "probe_server"]
 
@@ -155,7 +155,7 @@ def probe_server(
     root = base[: -len("/v1")] if base.endswith("/v1") else base
     key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    report = ServerReport(base_url=base)
+    report = ServerReport(base_url=redact_url(base))  # credentials in the URL are sent, never shown
     add = report.checks.append
 
     with httpx.Client(timeout=timeout, headers=headers) as http:

@@ -11,6 +11,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from langchain_qwen_sglang import QwenSGLangEmbeddings
+from llama_index_qwen_sglang import QwenSGLangEmbedding
 from qwen_sglang import (
     ConfigurationError,
     EmbeddingClient,
@@ -144,7 +146,11 @@ def test_non_positive_knobs_rejected(field: str, value: int) -> None:
         ("", "non-empty"),
     ],
 )
-@pytest.mark.parametrize("make", [QwenSGLangSettings, EmbeddingClient], ids=["settings", "client"])
+@pytest.mark.parametrize(
+    "make",
+    [QwenSGLangSettings, EmbeddingClient, QwenSGLangEmbeddings, QwenSGLangEmbedding],
+    ids=["settings", "client", "langchain", "llama-index"],
+)
 def test_malformed_base_url_is_a_configuration_error_saying_what_a_valid_one_looks_like(
     url: str, match: str, make: Any
 ) -> None:
