@@ -50,6 +50,7 @@ from qwen_sglang.errors import (
     status_error_class,
 )
 from qwen_sglang.instructions import format_query
+from qwen_sglang.presets import PRESETS
 from qwen_sglang.settings import QwenSGLangSettings, redact_url, validate_dimensions
 
 _orjson_loads: Callable[[bytes], Any] | None
@@ -74,6 +75,9 @@ _BACKOFF_BASE = 0.5
 _BACKOFF_MAX = 8.0
 _RETRY_AFTER_MAX = 60.0  # the longest Retry-After honoured when there is no deadline (timeout=None)
 _UNKNOWN_WIDTH = 8192  # widest vectors assumed while the model's width is unknown
+# Bounds never assume narrower vectors than the widest preset's: a server of another model than
+# the configured one must get its own error ("returned 4096-d vectors"), not "too large".
+_WIDEST_PRESET = max(p.native_dim for p in PRESETS.values())
 _BYTES_PER_VALUE = 32  # a JSON float with its separator, generously (base64 needs 5.4)
 _ANSWER_BASE = 1 << 20  # room for everything in an answer that is not vectors
 _DEFAULT_ANSWER = 32 << 20  # requests that do not say what they need: this plus 16x the request
@@ -985,8 +989,10 @@ def _retry_deadline(timeout: float | None, max_retries: int) -> float | None:
 
 def _embeddings_answer_limit(count: int, width: int | None) -> int:
     """The most bytes an honest ``/embeddings`` answer of ``count`` vectors can take: JSON floats
-    at a generous 32 bytes each, twice over; the widest known model's width while unknown."""
-    return _ANSWER_BASE + 2 * count * ((width or _UNKNOWN_WIDTH) * _BYTES_PER_VALUE + 256)
+    at a generous 32 bytes each, twice over, for vectors as wide as the model's (at least the
+    widest preset's; 8192 while unknown)."""
+    width = max(width, _WIDEST_PRESET) if width else _UNKNOWN_WIDTH
+    return _ANSWER_BASE + 2 * count * (width * _BYTES_PER_VALUE + 256)
 
 
 def _retry_after(response: Answer) -> float | None:

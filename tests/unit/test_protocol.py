@@ -517,3 +517,12 @@ def test_an_answer_in_an_encoding_the_client_did_not_ask_for_is_refused(use_asyn
     with pytest.raises(MalformedResponseError, match="Content-Encoding 'br'"):
         embed(make_client(rec), ["a"], use_async)
     assert rec.headers[0]["accept-encoding"] == "gzip, deflate"  # what the client decodes itself
+
+
+@both
+def test_the_size_bound_leaves_room_for_another_models_wider_vectors(use_async: bool) -> None:
+    """Configured for the 1024-d 0.6B, answered by an 8B server (4096-d, as JSON floats): the
+    answer is within the bound, so the error is the one that names the cause."""
+    rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]), dim=4096)))
+    with pytest.raises(MalformedResponseError, match="returned 4096-d vectors"):
+        embed(make_client(rec, model="Qwen/Qwen3-Embedding-0.6B", encoding_format="float"), ["a"] * 32, use_async)
