@@ -19,10 +19,12 @@ import asyncio
 import contextlib
 import contextvars
 import time
+import urllib.request
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -301,10 +303,22 @@ class _DeadlineTransport(httpx.BaseTransport):
         self._pool.close()
 
 
-def new_sync_client(limits: httpx.Limits) -> httpx.Client:
-    """An httpx client whose every socket operation ends by the calling request's deadline.
-    (Requests routed through a proxy from the environment use httpx's own transport: their body
-    is still bounded by the deadline, their headers by ``timeout`` per read.)"""
+def _proxied(url: str) -> bool:
+    """Whether the environment routes ``url`` through a proxy (``HTTP(S)_PROXY``, ``NO_PROXY``)."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+def new_sync_client(limits: httpx.Limits, url: str) -> httpx.Client:
+    """An httpx client for ``url`` whose every socket operation ends by the calling request's
+    deadline. Where the environment sends ``url`` through a proxy, httpx's own transports take it
+    (httpx ignores environment proxies when given a transport): the body is then still bounded by
+    the deadline, the headers by ``timeout`` per read."""
+    if _proxied(url):
+        return httpx.Client(limits=limits)
     return httpx.Client(transport=_DeadlineTransport(limits), limits=limits)
 
 

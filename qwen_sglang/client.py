@@ -428,7 +428,7 @@ class EmbeddingClient:
                     self._refuse_given_after_fork()
                 return self._given_client
             if self._sync_client is None:
-                self._sync_client = new_sync_client(self._limits())
+                self._sync_client = new_sync_client(self._limits(), self.base_url)
             return self._sync_client
 
     def _ahttp(self) -> httpx.AsyncClient:

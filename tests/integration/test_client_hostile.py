@@ -114,3 +114,24 @@ def test_empty_text_zero_policy_still_gives_zero_rows(use_async: bool) -> None:
         out = embed(client, ["a text", "  "], use_async)
         client.close()
     assert any(out[0]) and not any(out[1])
+
+
+@both
+def test_a_proxy_from_the_environment_is_still_used(use_async: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sync client runs on its own transport (for the deadline); httpx then ignores
+    HTTP_PROXY, so the client falls back to httpx's for URLs the environment proxies."""
+    seen: list[bytes] = []
+
+    def proxy(request: bytes) -> Iterator[tuple[float, bytes]]:
+        seen.append(request.split(b"\r\n", 1)[0])
+        yield 0, response_head(content_type="application/json", content_length=len(ANSWER)) + ANSWER
+
+    with hostile_server(proxy) as url:
+        for name in ("HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, url.removesuffix("/v1"))
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        client = EmbeddingClient(base_url="http://embedding-server.invalid:9/v1", model="m", max_retries=0)
+        assert len(embed(client, ["a"], use_async)) == 1
+        client.close()
+    assert seen == [b"POST http://embedding-server.invalid:9/v1/embeddings HTTP/1.1"]
