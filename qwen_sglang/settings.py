@@ -308,6 +308,7 @@ class QwenSGLangSettings(BaseModel):
             if self.url_credentials is not None:
                 raise ConfigurationError("base_url carries user:password and url_credentials is set too: keep one")
             self.url_credentials = in_url
+            self.model_fields_set.add("url_credentials")  # given, as the URL was: copies keep it
         if self.url_credentials is not None and self.api_key is not None:
             raise ConfigurationError(
                 "both api_key (sent as a Bearer token) and user:password credentials (base_url's or "

@@ -157,6 +157,10 @@ def test_a_client_from_settings_and_overrides_keeps_url_credentials() -> None:
     settings = QwenSGLangSettings(base_url=f"http://alice:{PASSWORD}@h/v1", model="m")
     client = EmbeddingClient(settings, dimensions=64)
     assert client.settings.url_credentials == settings.url_credentials
+    # credentials from the URL count as given, like the URL: a copy of the given fields keeps them
+    assert "url_credentials" in settings.model_fields_set
+    again = QwenSGLangSettings(**{name: getattr(settings, name) for name in settings.model_fields_set})
+    assert again.url_credentials == settings.url_credentials
 
 
 # ------------------------------------------------------------------------------ pickles
