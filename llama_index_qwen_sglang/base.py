@@ -60,7 +60,7 @@ class QwenSGLangEmbedding(BaseEmbedding, QwenSGLangSettings):
     def _build_client(self) -> QwenSGLangEmbedding:
         self.require_aligned_output("LlamaIndex")
         if self.model_name in ("", "unknown"):
-            self.model_name = self.model
+            self.model_name = self.model or "unknown"
         self._client = EmbeddingClient(self.core_settings())
         return self
 

@@ -5,7 +5,7 @@ embedding server; `QwenSGLangSettings` holds the settings both framework adapter
 """
 
 from qwen_sglang._version import __version__
-from qwen_sglang.client import EmbeddingClient, EmbeddingResult
+from qwen_sglang.client import EmbeddingClient, EmbeddingResult, ServerFacts
 from qwen_sglang.errors import (
     APIConnectionError,
     APIError,
@@ -18,6 +18,7 @@ from qwen_sglang.errors import (
     InternalServerError,
     InvalidInputError,
     MalformedResponseError,
+    ModelMismatchError,
     ModelNotAvailableError,
     NotFoundError,
     QwenSGLangError,
@@ -47,6 +48,7 @@ __all__ = [
     "LocalEmbeddingServer",
     "MalformedResponseError",
     "ManagedServer",
+    "ModelMismatchError",
     "ModelNotAvailableError",
     "ModelPreset",
     "NotFoundError",
@@ -56,6 +58,7 @@ __all__ = [
     "RateLimitError",
     "RequestTooLargeError",
     "SGLangServer",
+    "ServerFacts",
     "ServerStartError",
     "TASKS",
     "__version__",

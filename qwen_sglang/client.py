@@ -36,6 +36,14 @@ from numpy.typing import NDArray
 
 from qwen_sglang._transport import ACCEPT_ENCODING, Answer, aexchange, exchange, new_async_client, new_sync_client
 from qwen_sglang._version import __version__
+from qwen_sglang.discovery import (
+    ServerFacts,
+    default_query_prompt,
+    parse_facts,
+    request_shape,
+    same_model,
+    served_preset,
+)
 from qwen_sglang.errors import (
     APIConnectionError,
     APIStatusError,
@@ -45,13 +53,14 @@ from qwen_sglang.errors import (
     InputTypeError,
     InvalidInputError,
     MalformedResponseError,
+    ModelMismatchError,
     NotFoundError,
     QwenSGLangError,
     status_error_class,
 )
-from qwen_sglang.instructions import format_query
-from qwen_sglang.presets import PRESETS
-from qwen_sglang.settings import QwenSGLangSettings, redact_url, validate_dimensions
+from qwen_sglang.instructions import query_prompt
+from qwen_sglang.presets import PRESETS, ModelPreset
+from qwen_sglang.settings import DEFAULT_MODEL, QwenSGLangSettings, redact_url, validate_dimensions
 
 _orjson_loads: Callable[[bytes], Any] | None
 try:  # optional speed-up (a dependency on CPython); the standard library is the fallback
@@ -59,7 +68,7 @@ try:  # optional speed-up (a dependency on CPython); the standard library is the
 except ImportError:  # pragma: no cover - PyPy, or installed without it
     _orjson_loads = None
 
-__all__ = ["EmbeddingClient", "EmbeddingResult", "Kind", "ProgressCallback"]
+__all__ = ["EmbeddingClient", "EmbeddingResult", "Kind", "ProgressCallback", "ServerFacts"]
 
 logger = logging.getLogger("qwen_sglang")
 
@@ -82,6 +91,9 @@ _BYTES_PER_VALUE = 32  # a JSON float with its separator, generously (base64 nee
 _ANSWER_BASE = 1 << 20  # room for everything in an answer that is not vectors
 _DEFAULT_ANSWER = 32 << 20  # requests that do not say what they need: this plus 16x the request
 _UNKNOWN_MAX_TOKENS = 512  # threshold for exact counting until the server's limit is known
+#: Discovery answers that stop the client (the embedding request would fail the same way);
+#: any other error status means "this server does not have that endpoint".
+_DISCOVERY_FATAL = frozenset({401, 403}) | _RETRY_STATUS
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,6 +159,13 @@ class _State:
     """What the client learns from the server, once per client, shared by all calls."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
+    facts: ServerFacts | None = None  # the discovery answers (None: not asked yet)
+    mismatch: ModelMismatchError | None = None  # raised by every call once seen
+    model: str | None = None  # the name requests carry
+    preset: ModelPreset | None = None
+    query_prompt: str | None = None  # what queries get when no task is given
+    shape: dict[str, int] = field(default_factory=dict)  # batch_size, max_batch_tokens, max_concurrency
+    noted_no_prompt: bool = False
     native_dim: int | None = None
     client_side_dims: bool = False
     use_float: bool = False
@@ -156,6 +175,10 @@ class _State:
     no_tokenize: bool = False
     prompt_tokens: int = 0
     requests: int = 0
+
+
+def _settings_shape(s: QwenSGLangSettings) -> dict[str, int]:
+    return {"batch_size": s.batch_size, "max_batch_tokens": s.max_batch_tokens, "max_concurrency": s.max_concurrency}
 
 
 def _normalize(rows: Vectors) -> Vectors:
@@ -212,11 +235,18 @@ class EmbeddingClient:
         loop only; by default the client makes one per loop.
         """
         if settings is not None and kwargs:
-            fields = {name: getattr(settings, name) for name in QwenSGLangSettings.model_fields}
+            given = settings.model_fields_set & set(QwenSGLangSettings.model_fields)
+            fields = {name: getattr(settings, name) for name in given}
             settings = QwenSGLangSettings(**(fields | kwargs))
-        self.settings = settings if settings is not None else QwenSGLangSettings(**kwargs)
-        preset = self.settings.preset
-        self._state = _State(native_dim=preset.native_dim if preset else None)
+        self.settings = s = settings if settings is not None else QwenSGLangSettings(**kwargs)
+        preset = s.preset
+        self._state = _State(
+            native_dim=preset.native_dim if preset else None,
+            model=s.model,
+            preset=preset,
+            query_prompt=query_prompt(s.query_instruction) if "query_instruction" in s.explicit_fields else None,
+            shape=_settings_shape(s),
+        )
         self._given_client = http_client
         self._given_async_client = http_async_client
         self._sync_client: httpx.Client | None = None
@@ -236,6 +266,39 @@ class EmbeddingClient:
         """The server root (``base_url`` without ``/v1``): where ``/health`` lives."""
         url = self.settings.base_url
         return url[: -len("/v1")] if url.endswith("/v1") else url
+
+    @property
+    def model(self) -> str | None:
+        """The model name requests carry: the configured one, else (after the first call) the
+        one the server serves; ``None`` before the first call when none is configured."""
+        return self._state.model
+
+    @property
+    def preset(self) -> ModelPreset | None:
+        """The preset of the served model, by configured, served or path name (known before the
+        first call only for a configured preset name)."""
+        return self._state.preset
+
+    @property
+    def query_prompt(self) -> str | None:
+        """What queries get before their text when no ``task`` is given: Qwen3's
+        ``Instruct: {task}\\nQuery:`` for Qwen3-Embedding, the model's own query prompt, or
+        ``None``. Settled at the first call unless ``query_instruction`` was set."""
+        return self._state.query_prompt
+
+    @property
+    def request_shape(self) -> dict[str, int]:
+        """``batch_size``, ``max_batch_tokens`` and ``max_concurrency`` as used: the settings
+        given explicitly, else (after the first call) what the server advertised
+        (``client_defaults`` in ``/server_info``: the local backend's few large requests), else
+        the package defaults (the GPU shape, 32 texts x 8 in flight)."""
+        return dict(self._state.shape)
+
+    @property
+    def server_facts(self) -> ServerFacts | None:
+        """What the server said about itself at the first call (``None`` before it); see
+        `discover`."""
+        return self._state.facts
 
     @property
     def embedding_dim(self) -> int | None:
@@ -320,6 +383,24 @@ class EmbeddingClient:
             return job.finish()
         items = await self._arun(self._plan_flow(job))
         return await self._fan_out_async(job, items)
+
+    # ---------------------------------------------------------------- discovery
+    def discover(self) -> ServerFacts:
+        """Ask the server what it serves, once per client (every call does this first).
+
+        Fetches ``/v1/models``, ``/model_info`` (``/get_model_info`` on older SGLang) and
+        ``/server_info``, keeps the answers (`server_facts`) and settles `model`, `preset`,
+        `query_prompt`, the native width and the request shape. A configured model that is not
+        the served one raises `qwen_sglang.errors.ModelMismatchError`, now and at every later
+        call. A server that answers none of them keeps working with the configured model, or
+        ``Qwen/Qwen3-Embedding-4B`` with a warning. Connection and authentication errors are
+        raised like any call's, and the next call asks again.
+        """
+        return self._run(self._discover_flow())
+
+    async def adiscover(self) -> ServerFacts:
+        """Async `discover`."""
+        return await self._arun(self._discover_flow())
 
     # ---------------------------------------------------------------- token counts
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -500,7 +581,7 @@ class EmbeddingClient:
     def _fan_out_sync(self, job: _Job, items: list[_Item]) -> EmbeddingResult:
         batches = self._batches(items)
         job.start(items, self.settings.show_progress and len(batches) > 1)
-        workers = min(self.settings.max_concurrency, len(batches))
+        workers = min(self._state.shape["max_concurrency"], len(batches))
         try:
             if workers <= 1:
                 for batch in batches:
@@ -525,7 +606,7 @@ class EmbeddingClient:
     async def _fan_out_async(self, job: _Job, items: list[_Item]) -> EmbeddingResult:
         batches = self._batches(items)
         job.start(items, self.settings.show_progress and len(batches) > 1)
-        limit = asyncio.Semaphore(self.settings.max_concurrency)
+        limit = asyncio.Semaphore(self._state.shape["max_concurrency"])
 
         async def one(batch: list[_Item]) -> None:
             async with limit:
@@ -547,13 +628,12 @@ class EmbeddingClient:
         batches: list[list[_Item]] = []
         current: list[_Item] = []
         tokens = 0
+        shape = self._state.shape
         for item in items:
             cost = item.cost()
             same_kind = not current or (current[0].ids is None) == (item.ids is None)
             if current and (
-                not same_kind
-                or len(current) >= self.settings.batch_size
-                or tokens + cost > self.settings.max_batch_tokens
+                not same_kind or len(current) >= shape["batch_size"] or tokens + cost > shape["max_batch_tokens"]
             ):
                 batches.append(current)
                 current, tokens = [], 0
@@ -575,7 +655,9 @@ class EmbeddingClient:
         if kind not in ("query", "document"):
             raise InputTypeError(f"kind must be 'query' or 'document', not {kind!r}")
         texts = _check_texts(texts)
-        dims = validate_dimensions(dimensions, self.settings.preset, self.settings.model)
+        if task is not None and not isinstance(task, str):
+            raise InputTypeError(f"task must be a str or None, not {type(task).__name__}")
+        dims = validate_dimensions(dimensions, self._state.preset, self.settings.model)
         dims = dims if dims is not None else self.settings.dimensions
         policy = self.settings.empty_text
         rows: list[int] = []
@@ -591,13 +673,12 @@ class EmbeddingClient:
                     logger.warning("skipping empty text at index %d", i)
                 continue  # "zero": an all-zero output row; either way no request
             rows.append(i)
-        instruction = task if task is not None else self.settings.query_instruction
-        send = [format_query(texts[i], instruction) if kind == "query" else texts[i] for i in rows]
         keep_zero = policy == "zero"
         return _Job(
             n_inputs=len(texts),
             rows=rows,
-            send=send,
+            texts=[texts[i] for i in rows],
+            task=task,
             kind=kind,
             dimensions=dims,
             out_indices=list(range(len(texts))) if keep_zero else rows,
@@ -605,10 +686,43 @@ class EmbeddingClient:
             on_progress=on_progress,
         )
 
+    def _prepare(self, job: _Job) -> None:
+        """After discovery: check the width against the served model; apply the query prompt."""
+        st = self._state
+        dims = job.dimensions
+        if dims is not None:
+            validate_dimensions(dims, st.preset, st.model)
+            if st.native_dim is not None and dims > st.native_dim:
+                raise ConfigurationError(
+                    f"dimensions={dims} is wider than the {st.native_dim}-d vectors of the served model "
+                    f"{st.model} (its Matryoshka range is 1..{st.native_dim})"
+                )
+        if job.kind == "document":
+            job.send = job.texts
+            return
+        prompt = query_prompt(job.task) if job.task is not None else st.query_prompt
+        if prompt is None and job.task is None and "query_instruction" not in self.settings.explicit_fields:
+            self._note_no_prompt()
+        job.send = [prompt + text for text in job.texts] if prompt else job.texts
+
+    def _note_no_prompt(self) -> None:
+        st = self._state
+        with st.lock:
+            if st.noted_no_prompt:
+                return
+            st.noted_no_prompt = True
+        logger.warning(
+            "queries are embedded without an instruction: the served model %s is not known to use one "
+            "(no Qwen3-Embedding name or architecture, no sentence-transformers query prompt). Set "
+            "query_instruction='retrieval' (or a task of your own; the CLI's --task) to add Qwen3's, or "
+            "query_instruction=None to silence this note",
+            st.model,
+        )
+
     def _max_tokens(self) -> int | None:
         s = self.settings
         limit = s.max_tokens
-        preset = s.preset
+        preset = self._state.preset
         if limit is None and preset is not None:
             limit = preset.context_length
         if self._state.max_model_len is not None:
@@ -645,7 +759,7 @@ class EmbeddingClient:
             elif isinstance(result, QwenSGLangError):  # an answer refused as it arrived: not retried
                 raise result
             else:
-                error = _transport_error(result, url, s.model, s.timeout)
+                error = _transport_error(result, url, s.model or DEFAULT_MODEL, s.timeout)
                 retry = True
             if not retry or attempt >= s.max_retries:
                 raise self._explain_dead_server(error)
@@ -679,13 +793,87 @@ class EmbeddingClient:
             url=error.url,
         )
 
+    def _probe_flow(self, path: str, *, root: bool = False) -> Flow[Any]:
+        """GET a discovery endpoint: its JSON object, or ``None`` where the server has none."""
+        try:
+            body = yield from self._request_flow("GET", path, root=root)
+        except APIStatusError as exc:
+            if exc.status_code in _DISCOVERY_FATAL:
+                raise
+            logger.debug("%s: %s", path, exc)
+            return None
+        except MalformedResponseError as exc:
+            logger.debug("%s: %s", path, exc)
+            return None
+        return body if isinstance(body, dict) else None
+
+    def _discover_flow(self) -> Flow[ServerFacts]:
+        """Learn once what the server serves (`qwen_sglang.discovery`); raise a mismatch."""
+        st = self._state
+        if st.facts is None:
+            models = yield from self._probe_flow("/models")
+            info = yield from self._probe_flow("/model_info", root=True)
+            if info is None:  # SGLang < 0.5.16
+                info = yield from self._probe_flow("/get_model_info", root=True)
+            server_info = yield from self._probe_flow("/server_info", root=True)
+            self._adopt(parse_facts(models, info, server_info))
+        if st.mismatch is not None:
+            raise st.mismatch
+        assert st.facts is not None
+        return st.facts
+
+    def _adopt(self, facts: ServerFacts) -> None:
+        """Settle model, preset, width, query prompt and request shape from the answers."""
+        s, st = self.settings, self._state
+        configured = s.model
+        mismatch = None
+        if configured is not None and not same_model(configured, facts):
+            mismatch = self._mismatch(configured, facts)
+        model = configured or facts.served_name or DEFAULT_MODEL
+        if configured and ":" not in configured and facts.served_names and configured not in facts.served_names:
+            model = facts.served_names[0]  # the same model, under the name the server serves
+        preset = served_preset([model, configured, *facts.names()])
+        if "query_instruction" in s.explicit_fields:
+            prompt = query_prompt(s.query_instruction)
+        else:
+            prompt = default_query_prompt(facts, preset, s.query_instruction)
+        with st.lock:
+            if st.facts is not None:  # another call got there first
+                return
+            st.model, st.preset, st.query_prompt, st.mismatch = model, preset, prompt, mismatch
+            st.native_dim = facts.native_dim or (preset.native_dim if preset else None) or st.native_dim
+            st.shape = request_shape(facts.client_defaults, _settings_shape(s), s.explicit_fields)
+            st.facts = facts
+        if configured is None and not facts.known:
+            logger.warning(
+                "%s names no model (it answers neither /v1/models nor /model_info): assuming %s. Set the "
+                "served model with model=..., --model or QWEN_SGLANG_MODEL",
+                self.base_url,
+                DEFAULT_MODEL,
+            )
+        logger.debug("discovered %s: model %s, shape %s, query prompt %r", self.base_url, model, st.shape, prompt)
+
+    def _mismatch(self, configured: str, facts: ServerFacts) -> ModelMismatchError:
+        from_env = "model" not in self.settings.model_fields_set and bool(os.environ.get("QWEN_SGLANG_MODEL"))
+        where = " (from QWEN_SGLANG_MODEL)" if from_env else ""
+        served = facts.served_name or "?"
+        return ModelMismatchError(
+            f"the server at {self.base_url} serves {facts.describe()}, not the configured model {configured!r}"
+            f"{where}. Set the model to the served one (model={served!r}, --model {served}, or "
+            "QWEN_SGLANG_MODEL), leave it unset to use whatever the server serves, or point base_url at a "
+            f"server of {configured}",
+            configured=configured,
+            served=served,
+        )
+
     def _tokenize_flow(self, texts: list[str], add_special_tokens: bool) -> Flow[list[list[int]]]:
         if not texts:
             return []
+        yield from self._discover_flow()
         body = yield from self._request_flow(
             "POST",
             "/tokenize",
-            {"model": self.settings.model, "prompt": texts, "add_special_tokens": add_special_tokens},
+            {"model": self._state.model, "prompt": texts, "add_special_tokens": add_special_tokens},
         )
         try:
             tokens = body["tokens"]
@@ -729,6 +917,8 @@ class EmbeddingClient:
         Only texts that *could* exceed the limit are counted (a token is at least one byte),
         so ordinary calls make no extra request.
         """
+        yield from self._discover_flow()
+        self._prepare(job)
         items: list[_Item] = []
         limit = self._max_tokens()
         threshold = limit if limit is not None else _UNKNOWN_MAX_TOKENS
@@ -787,7 +977,7 @@ class EmbeddingClient:
         while True:
             send_dims = dims is not None and not st.client_side_dims and dims != st.native_dim
             use_float = st.use_float or self.settings.encoding_format == "float"
-            payload: dict[str, Any] = {"model": self.settings.model, "input": inputs}
+            payload: dict[str, Any] = {"model": st.model, "input": inputs}
             payload["encoding_format"] = "float" if use_float else "base64"
             if send_dims:
                 payload["dimensions"] = dims
@@ -830,7 +1020,7 @@ class EmbeddingClient:
                     st.native_dim = width
                 elif width != st.native_dim and not st.client_side_dims:
                     raise MalformedResponseError(
-                        f"the server returned {width}-d vectors; {self.settings.model} is "
+                        f"the server returned {width}-d vectors; {st.model} is "
                         f"{st.native_dim}-d (is base_url serving another model?)",
                         url=self.base_url,
                     )
@@ -865,12 +1055,14 @@ class EmbeddingClient:
 class _Job:
     n_inputs: int
     rows: list[int]  # input index of each text that is sent
-    send: list[str]  # the texts as sent (instruction applied)
+    texts: list[str]  # the texts of those rows, as given
+    task: str | None  # the call's own task (None: the client's query prompt)
     kind: Kind
     dimensions: int | None
     out_indices: list[int]  # input indices of the output rows
     state: _State
     on_progress: ProgressCallback | None = None
+    send: list[str] = field(default_factory=list)  # the texts as sent (query prompt applied)
     prompt_tokens: int = 0
     _sums: dict[int, Vectors] = field(default_factory=dict)
     _parts: dict[int, int] = field(default_factory=dict)

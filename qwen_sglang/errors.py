@@ -6,6 +6,7 @@ keep working::
 
     QwenSGLangError
     ├── ConfigurationError (ValueError)        bad settings, e.g. dimensions outside the range
+    │   └── ModelMismatchError                 the configured model is not the one the server serves
     ├── InvalidInputError (ValueError)         empty text, over-long text with long_text="error"
     ├── InputTypeError (TypeError)             a text that is not a str
     ├── APIError                               anything that went wrong talking to the server
@@ -39,6 +40,7 @@ __all__ = [
     "InternalServerError",
     "InvalidInputError",
     "MalformedResponseError",
+    "ModelMismatchError",
     "ModelNotAvailableError",
     "NotFoundError",
     "QwenSGLangError",
@@ -54,6 +56,21 @@ class QwenSGLangError(Exception):
 
 class ConfigurationError(QwenSGLangError, ValueError):
     """A setting is invalid (checked before any request is sent)."""
+
+
+class ModelMismatchError(ConfigurationError):
+    """The configured ``model`` is not what the server at ``base_url`` serves.
+
+    Raised at the first call (after the client asked the server what it serves) and before any
+    text is sent: the vectors would come from another model than the one named. ``configured``
+    is the model set (``model=``, ``--model``, ``QWEN_SGLANG_MODEL``), ``served`` what the server
+    reported.
+    """
+
+    def __init__(self, message: str, *, configured: str, served: str) -> None:
+        super().__init__(message)
+        self.configured = configured
+        self.served = served
 
 
 class InvalidInputError(QwenSGLangError, ValueError):

@@ -11,7 +11,7 @@ replacing them (as some integrations do) breaks the template.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_TASK", "TASKS", "format_query", "resolve_task"]
+__all__ = ["DEFAULT_TASK", "TASKS", "format_query", "query_prompt", "resolve_task"]
 
 #: The task Qwen uses for retrieval benchmarks and the default of this package.
 DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
@@ -39,13 +39,20 @@ def resolve_task(task: str | None) -> str | None:
     return TASKS.get(task, task)
 
 
+def query_prompt(task: str | None) -> str | None:
+    """The prefix Qwen3's query template puts before a query for ``task`` (``None``: no task).
+
+    >>> query_prompt("sts")
+    'Instruct: Retrieve semantically similar text\\nQuery:'
+    """
+    resolved = resolve_task(task)
+    return None if resolved is None else f"Instruct: {resolved}\nQuery:"
+
+
 def format_query(text: str, task: str | None) -> str:
     """Return ``text`` with Qwen3's query instruction for ``task`` (or ``text`` when no task).
 
     >>> format_query("what is SGLang?", "Retrieve semantically similar text")
     'Instruct: Retrieve semantically similar text\\nQuery:what is SGLang?'
     """
-    resolved = resolve_task(task)
-    if resolved is None:
-        return text
-    return f"Instruct: {resolved}\nQuery:{text}"
+    return (query_prompt(task) or "") + text

@@ -39,6 +39,7 @@ import time
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -638,20 +639,49 @@ def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) ->
         }
         return {"object": "list", "data": [entry]}
 
-    def info() -> dict[str, Any]:
-        return {
-            "model_path": runner.model_path,
-            "tokenizer_path": runner.model_path,
-            "is_generation": False,
-            "preferred_sampling_params": None,
-            "weight_version": "default",
-            "embedding": {
-                "dimension": runner.dim or None,
-                "supports_dimensions": config.matryoshka,
-                "matryoshka_dimensions": None,
-                "normalize": True,
-            },
-        }
+    described: dict[str, Any] = {}
+
+    def info() -> Any:
+        # SGLang 0.5.17's fields (model_type and architectures from the model's HF config), the
+        # native width, and the model's sentence-transformers prompts: what a client needs to
+        # know which model this is and how its queries are written. 503 until the model is
+        # loaded (before that neither the resolved path nor the config is known).
+        if not runner.ready.is_set() or runner.failed is not None:
+            return not_ready()
+        if not described:
+            hf_config: dict[str, Any] = {}
+            for candidate in ("config.json", "0_Transformer/config.json"):
+                try:
+                    loaded = json.loads((Path(runner.model_path) / candidate).read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                hf_config = loaded if isinstance(loaded, dict) else {}
+                break
+            architectures = hf_config.get("architectures")
+            described.update(
+                {
+                    "model_path": runner.model_path,
+                    "tokenizer_path": runner.model_path,
+                    "is_generation": False,
+                    "preferred_sampling_params": None,
+                    "weight_version": "default",
+                    "has_image_understanding": False,
+                    "has_audio_understanding": False,
+                    "model_type": hf_config.get("model_type"),
+                    "architectures": architectures if isinstance(architectures, list) else None,
+                    "embedding": {
+                        "dimension": runner.dim or None,
+                        "supports_dimensions": config.matryoshka,
+                        "matryoshka_dimensions": None,
+                        "normalize": True,
+                    },
+                    "sentence_transformers": {
+                        "prompts": dict(runner.model.prompts),
+                        "default_prompt_name": runner.model.default_prompt_name,
+                    },
+                }
+            )
+        return described
 
     app.get("/model_info")(info)
     app.get("/get_model_info")(info)
@@ -670,6 +700,17 @@ def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) ->
             "supports_base64": True,
             "host": config.host,
             "port": config.port,
+            # The request shape this backend is fastest with, in the client's setting names: a
+            # padded forward pass over length-sorted texts wastes least with a few large
+            # requests, and small concurrent ones compete with it for the same cores
+            # (docs/benchmarks.md). Clients use it unless their settings say otherwise. The
+            # token budget keeps a 4x margin under this server's per-request cap: clients
+            # estimate tokens from UTF-8 length (digits, one token each, take 3x the estimate).
+            "client_defaults": {
+                "batch_size": config.max_inputs_per_request,
+                "max_batch_tokens": max(1, config.max_request_tokens // 4),
+                "max_concurrency": 1,
+            },
         }
 
     app.get("/server_info")(server_info)

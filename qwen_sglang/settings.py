@@ -51,6 +51,10 @@ def _env(name: str, default: str) -> Callable[[], str]:
     return lambda: os.environ.get(name) or default
 
 
+def _optional_env(name: str) -> Callable[[], str | None]:
+    return lambda: os.environ.get(name) or None
+
+
 def _secret_env(name: str) -> Callable[[], SecretStr | None]:
     def factory() -> SecretStr | None:
         value = os.environ.get(name)
@@ -139,7 +143,7 @@ def _configuration_error(exc: ValidationError) -> Exception:
     return exc
 
 
-def validate_dimensions(dimensions: Any, preset: ModelPreset | None, model: str) -> int | None:
+def validate_dimensions(dimensions: Any, preset: ModelPreset | None, model: str | None = None) -> int | None:
     """Check a ``dimensions`` value against the model's Matryoshka range; return it or raise."""
     if dimensions is None:
         return None
@@ -186,9 +190,14 @@ class QwenSGLangSettings(BaseModel):
     reprs, logs and errors never carries them. Cannot be combined with ``api_key`` (both use
     the ``Authorization`` header). Never serialised or pickled."""
 
-    model: str = Field(default_factory=_env("QWEN_SGLANG_MODEL", DEFAULT_MODEL))
-    """Model name sent with each request and used to look up the preset (native width,
-    Matryoshka range, context) (env ``QWEN_SGLANG_MODEL``)."""
+    model: str | None = Field(default_factory=_optional_env("QWEN_SGLANG_MODEL"))
+    """The served model (env ``QWEN_SGLANG_MODEL``): a preset name, a path or a served name.
+    ``None`` (the default) learns it from the server at the first call (``/v1/models``,
+    ``/model_info``); a model that is set is checked against what the server serves, and a
+    different one raises `qwen_sglang.errors.ModelMismatchError` before any text is sent.
+    Selects the preset (native width, Matryoshka range, context) and whether queries get Qwen3's
+    instruction by default. A server that names no model gets ``Qwen/Qwen3-Embedding-4B``
+    (with a warning)."""
 
     dimensions: Annotated[int, Strict()] | None = None
     """Output width (Matryoshka). ``None`` keeps the native width. Validated against the
@@ -196,18 +205,24 @@ class QwenSGLangSettings(BaseModel):
 
     query_instruction: str | None = DEFAULT_TASK
     """Task put into Qwen3's query template ``Instruct: {task}\\nQuery:{text}``, or a preset
-    name from `qwen_sglang.instructions.TASKS`. ``None`` or ``""`` disables it.
+    name from `qwen_sglang.instructions.TASKS`. ``None`` or ``""`` disables it. When not set,
+    queries get what the served model is known to use: its sentence-transformers query prompt,
+    else Qwen3's template with this retrieval task for Qwen3-Embedding (by preset name, or as the
+    server reports it, whatever its served name), else nothing (with a one-time note).
     Documents never get an instruction."""
 
     batch_size: int = Field(default=32, gt=0)
-    """Most texts per request."""
+    """Most texts per request. When not set, a server that advertises its preferred request
+    shape (the local backend: few large requests) sets it."""
 
     max_batch_tokens: int = Field(default=8192, gt=0)
     """Approximate token budget per request (texts are grouped until it would be exceeded).
-    Estimated from UTF-8 length unless exact counts are needed for long texts."""
+    Estimated from UTF-8 length unless exact counts are needed for long texts. When not set,
+    the server's advertised shape applies, as for ``batch_size``."""
 
     max_concurrency: int = Field(default=8, gt=0)
-    """Most requests in flight at once, in both the sync and the async paths."""
+    """Most requests in flight at once, in both the sync and the async paths. When not set, a
+    server's advertised shape may lower it (never raise it)."""
 
     timeout: float | None = Field(default=120.0)
     """Seconds one request may take in total: connecting, sending, the answer's headers and its
@@ -335,10 +350,22 @@ class QwenSGLangSettings(BaseModel):
 
     @property
     def preset(self) -> ModelPreset | None:
-        """The preset of `model`, or ``None`` for models that are not known."""
-        return find_preset(self.model)
+        """The preset of `model`, or ``None`` for models that are not known (or not set: the
+        client learns the served one, `qwen_sglang.EmbeddingClient.preset`)."""
+        return find_preset(self.model) if self.model else None
 
     def core_settings(self) -> QwenSGLangSettings:
-        """A plain `QwenSGLangSettings` copy (adapters pass this to the core client)."""
+        """A plain `QwenSGLangSettings` copy (adapters pass this to the core client); which
+        fields were set explicitly is kept (settings not set leave room for what the server says)."""
         data = {name: getattr(self, name) for name in QwenSGLangSettings.model_fields}
-        return QwenSGLangSettings.model_construct(**data)
+        given = self.model_fields_set & set(QwenSGLangSettings.model_fields)
+        return QwenSGLangSettings.model_construct(_fields_set=given, **data)
+
+    @property
+    def explicit_fields(self) -> set[str]:
+        """The names of the settings set explicitly (arguments, or ``server=``); ``model`` also
+        counts when it came from ``QWEN_SGLANG_MODEL``."""
+        out = set(self.model_fields_set)
+        if self.model is not None:
+            out.add("model")
+        return out

@@ -182,7 +182,7 @@ def test_settings_from_environment() -> None:
     with mock.patch.dict(os.environ, {}, clear=True):
         s = QwenSGLangSettings()
     assert s.base_url == "http://127.0.0.1:30000/v1" and s.api_key is None
-    assert s.model == "Qwen/Qwen3-Embedding-4B"
+    assert s.model is None and s.preset is None  # learned from the server at the first call
 
 
 def test_chunk_overlap_must_be_smaller_than_window() -> None:

@@ -66,13 +66,30 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> h
     return httpx.Response(status, json=body, headers=headers)
 
 
+#: What a client asks a server once, before its first request (the discovery step).
+DISCOVERY = ("/v1/models", "/model_info", "/get_model_info", "/server_info")
+
+
 class Recorder:
-    def __init__(self, handler: Callable[[httpx.Request, dict[str, Any]], httpx.Response]) -> None:
+    """Records the requests a handler answers; discovery GETs get 404 (an OpenAI-compatible
+    server that tells nothing about itself) unless ``discovery`` answers them."""
+
+    def __init__(
+        self,
+        handler: Callable[[httpx.Request, dict[str, Any]], httpx.Response],
+        discovery: dict[str, Any] | None = None,
+    ) -> None:
         self.handler = handler
+        self.discovery = discovery or {}
         self.requests: list[dict[str, Any]] = []
         self.headers: list[httpx.Headers] = []
+        self.discovered: list[str] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path in DISCOVERY:
+            self.discovered.append(request.url.path)
+            body = self.discovery.get(request.url.path)
+            return httpx.Response(200, json=body) if body is not None else error(404, "Not Found")
         payload = json.loads(request.content) if request.content else {}
         self.requests.append(payload)
         self.headers.append(request.headers)
@@ -339,8 +356,15 @@ def test_api_key_is_sent_as_bearer_and_never_shown() -> None:
 
 
 def test_query_gets_instruction_and_documents_do_not() -> None:
-    rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]))))
-    client = make_client(rec)
+    # a fine-tune of Qwen3-Embedding under its own name: the server reports its architecture
+    qwen3 = {
+        "model_path": "/m/ft",
+        "is_generation": False,
+        "model_type": "qwen3",
+        "architectures": ["Qwen3ForCausalLM"],
+    }
+    rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]))), {"/model_info": qwen3})
+    client = make_client(rec, model="/m/ft")
     client.embed_query("what is sglang?\nline two")
     client.embed_documents(["a doc\nwith newline"])
     client.embed_query("q", task="sts")
@@ -356,6 +380,8 @@ def test_async_client_survives_a_second_event_loop() -> None:
     calls: list[int] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":  # discovery: a server that tells nothing
+            return error(404, "Not Found")
         calls.append(1)
         return httpx.Response(200, json=ok_body(len(json.loads(request.content)["input"])))
 

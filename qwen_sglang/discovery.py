@@ -1,0 +1,246 @@
+"""What a server serves, learned once per client: the discovery step.
+
+At its first call a client asks the server what it serves, and keeps the answer for its
+lifetime (`qwen_sglang.EmbeddingClient.discover`). Constructing a client (or a LangChain or
+LlamaIndex object) does no I/O: frameworks often build them before the server runs.
+
+What is asked, in this order, each once:
+
+- ``GET {base_url}/models``: the served name(s) (SGLang: ``--served-model-name``, else the model
+  path; LoRA adapters after it) and ``max_model_len``;
+- ``GET /model_info`` (``/get_model_info`` on SGLang < 0.5.16): ``model_path``,
+  ``is_generation``, ``model_type`` and ``architectures`` from the model's config (SGLang 0.5.16+);
+  the local backend adds the native width (``embedding.dimension``) and the model's
+  sentence-transformers prompts (``sentence_transformers.prompts``);
+- ``GET /server_info``: ``client_defaults``, the request shape the server prefers, in the
+  client's own setting names (the local backend; SGLang advertises none).
+
+This module holds the pure part: reading those answers (`parse_facts`) and deciding what they
+mean (`same_model`, `served_preset`, `default_query_prompt`, `request_shape`). The requests
+themselves are a flow of the client's engine, so the sync and async paths share them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from qwen_sglang.instructions import DEFAULT_TASK, query_prompt
+from qwen_sglang.presets import ModelPreset, find_preset
+
+__all__ = [
+    "SHAPE_SETTINGS",
+    "ServerFacts",
+    "default_query_prompt",
+    "model_aliases",
+    "parse_facts",
+    "request_shape",
+    "same_model",
+    "served_preset",
+]
+
+#: The settings a server may advertise in ``client_defaults`` (anything else is ignored), with
+#: the largest value accepted for each.
+SHAPE_SETTINGS: dict[str, int] = {"batch_size": 100_000, "max_batch_tokens": 100_000_000, "max_concurrency": 1024}
+
+_HF_CACHE = re.compile(r"models--([^/]+)--([^/]+)/snapshots/[^/]+$")
+#: Model types and architectures of the Qwen3 family (Qwen3-Embedding declares ``qwen3`` /
+#: ``Qwen3ForCausalLM``; SGLang 0.5.23 also runs a bare ``Qwen3Model`` as an embedding model).
+_QWEN3_TYPES = frozenset({"qwen3"})
+_QWEN3_ARCHITECTURES = frozenset({"Qwen3ForCausalLM", "Qwen3Model"})
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    """What the server said about itself; a field it did not say is ``None`` or empty.
+
+    ``answered`` names the endpoints that answered (``"models"``, ``"model_info"``,
+    ``"server_info"``): an empty set means a server that tells nothing (another
+    OpenAI-compatible server), and the client falls back to its configured or default model.
+    """
+
+    served_names: tuple[str, ...] = ()
+    """``/v1/models`` ids: the served name first, then any LoRA adapters."""
+    model_path: str | None = None
+    """``/model_info`` ``model_path``: the directory or hub id the server loaded."""
+    model_type: str | None = None
+    """``/model_info`` ``model_type`` of the model's config (SGLang 0.5.16+, the local backend)."""
+    architectures: tuple[str, ...] = ()
+    """``/model_info`` ``architectures`` of the model's config (SGLang 0.5.16+, the local backend)."""
+    is_embedding: bool | None = None
+    """``not /model_info is_generation``."""
+    native_dim: int | None = None
+    """``/model_info`` ``embedding.dimension`` (the local backend)."""
+    max_model_len: int | None = None
+    """``/v1/models`` ``max_model_len``: the served context length."""
+    prompts: Mapping[str, str] = field(default_factory=dict)
+    """The model's sentence-transformers prompts (the local backend), e.g. ``{"query": ...}``."""
+    client_defaults: Mapping[str, int] = field(default_factory=dict)
+    """``/server_info`` ``client_defaults``, checked: only `SHAPE_SETTINGS`, positive ints."""
+    answered: frozenset[str] = frozenset()
+
+    @property
+    def served_name(self) -> str | None:
+        """The name requests should carry: the first ``/v1/models`` id, else the model path."""
+        return self.served_names[0] if self.served_names else self.model_path
+
+    @property
+    def known(self) -> bool:
+        """Whether the server named its model at all."""
+        return bool(self.served_names or self.model_path)
+
+    def describe(self) -> str:
+        """``'embed' (/models/Qwen3-Embedding-4B)``, or just the one name known."""
+        name = self.served_names[0] if self.served_names else None
+        path = self.model_path
+        if name and path and name != path:
+            return f"{name!r} ({path})"
+        return repr(name or path or "unknown")
+
+    def names(self) -> list[str]:
+        """Every name the server gave for its model: served names, then the model path."""
+        return [*self.served_names, *([self.model_path] if self.model_path else [])]
+
+
+def model_aliases(name: str) -> set[str]:
+    """The spellings under which ``name`` counts as the same model, lower-cased.
+
+    The name itself, its last path component (``/models/Qwen3-Embedding-4B`` and
+    ``Qwen/Qwen3-Embedding-4B`` both give ``qwen3-embedding-4b``), and for a Hugging Face cache
+    snapshot (``.../models--Qwen--Qwen3-Embedding-4B/snapshots/<hash>``) the hub id and its name.
+    """
+    text = name.strip().replace("\\", "/").rstrip("/")
+    if not text:
+        return set()
+    out = {text.lower(), text.rsplit("/", 1)[-1].lower()}
+    match = _HF_CACHE.search(text)
+    if match:
+        org, repo = match.groups()
+        out |= {f"{org}/{repo}".lower(), repo.lower()}
+    return out
+
+
+def same_model(configured: str, facts: ServerFacts) -> bool:
+    """Whether ``configured`` names the model the server serves (`model_aliases` overlap).
+
+    A LoRA request (``base:adapter``) counts when its base or the whole name is served. Always
+    ``True`` when the server named no model (nothing to compare with).
+    """
+    served = facts.names()
+    if not served:
+        return True
+    wanted = model_aliases(configured)
+    if ":" in configured:
+        wanted |= model_aliases(configured.split(":", 1)[0])
+    return any(wanted & model_aliases(name) for name in served)
+
+
+def served_preset(names: Iterable[str | None]) -> ModelPreset | None:
+    """The preset of the first name (configured, served, model path) that has one."""
+    for name in names:
+        if not name:
+            continue
+        for alias in sorted(model_aliases(name), key=len, reverse=True):
+            preset = find_preset(alias)
+            if preset is not None:
+                return preset
+    return None
+
+
+def default_query_prompt(facts: ServerFacts, preset: ModelPreset | None, task: str | None = DEFAULT_TASK) -> str | None:
+    """What queries get when ``query_instruction`` is not set: the model's own choice.
+
+    1. the query prompt of the model's sentence-transformers config (Qwen3-Embedding declares
+       Qwen's retrieval instruction there; other models their own prefix);
+    2. else Qwen3's instruction template with ``task`` for a Qwen3-Embedding preset (by
+       configured, served or path name) or a model the server reports as Qwen3 run for
+       embeddings, whatever its served name;
+    3. else nothing.
+    """
+    prompt = facts.prompts.get("query")
+    if prompt:
+        return prompt
+    qwen3 = facts.model_type in _QWEN3_TYPES or bool(_QWEN3_ARCHITECTURES.intersection(facts.architectures))
+    if preset is not None or (qwen3 and facts.is_embedding is not False):
+        return query_prompt(task)
+    return None
+
+
+def request_shape(advertised: Mapping[str, int], explicit: Mapping[str, int], given: set[str]) -> dict[str, int]:
+    """The request shape to use: what was set explicitly, else what the server advertised,
+    else the package default (``explicit`` holds every shape setting's current value, ``given``
+    the names set explicitly). ``max_concurrency`` is only ever lowered by the server: the
+    client's connection pool is sized from its own setting."""
+    shape = dict(explicit)
+    for name, value in advertised.items():
+        if name in given or name not in shape:
+            continue
+        shape[name] = min(value, shape[name]) if name == "max_concurrency" else value
+    return shape
+
+
+# ------------------------------------------------------------------ reading the answers
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _pos_int(value: Any, limit: int | None = None) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return None
+    return value if limit is None or value <= limit else None
+
+
+def parse_facts(models: Any, info: Any, server_info: Any) -> ServerFacts:
+    """Read the three answers (each a decoded JSON body, or ``None`` when the endpoint did not
+    answer); anything of an unexpected shape is ignored, never trusted."""
+    answered = set()
+    names: list[str] = []
+    max_len = None
+    if isinstance(models, dict) and isinstance(models.get("data"), list):
+        answered.add("models")
+        for entry in models["data"]:
+            if isinstance(entry, dict) and _str(entry.get("id")):
+                names.append(entry["id"])
+                max_len = max_len or _pos_int(entry.get("max_model_len"))
+    path = model_type = None
+    architectures: tuple[str, ...] = ()
+    is_embedding = native = None
+    prompts: dict[str, str] = {}
+    if isinstance(info, dict) and ("model_path" in info or "is_generation" in info):
+        answered.add("model_info")
+        path = _str(info.get("model_path"))
+        model_type = _str(info.get("model_type"))
+        archs = info.get("architectures")
+        if isinstance(archs, list):
+            architectures = tuple(a for a in archs if isinstance(a, str))
+        if isinstance(info.get("is_generation"), bool):
+            is_embedding = not info["is_generation"]
+        embedding = info.get("embedding")
+        if isinstance(embedding, dict):
+            native = _pos_int(embedding.get("dimension"))
+        st = info.get("sentence_transformers")
+        if isinstance(st, dict) and isinstance(st.get("prompts"), dict):
+            prompts = {k: v for k, v in st["prompts"].items() if isinstance(k, str) and isinstance(v, str)}
+    shape: dict[str, int] = {}
+    if isinstance(server_info, dict):
+        answered.add("server_info")
+        advertised = server_info.get("client_defaults")
+        if isinstance(advertised, dict):
+            for name, limit in SHAPE_SETTINGS.items():
+                value = _pos_int(advertised.get(name), limit)
+                if value is not None:
+                    shape[name] = value
+    return ServerFacts(
+        served_names=tuple(names),
+        model_path=path,
+        model_type=model_type,
+        architectures=architectures,
+        is_embedding=is_embedding,
+        native_dim=native,
+        max_model_len=max_len,
+        prompts=prompts,
+        client_defaults=shape,
+        answered=frozenset(answered),
+    )
