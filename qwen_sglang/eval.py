@@ -43,7 +43,7 @@ import numpy.typing as npt
 
 from qwen_sglang.client import EmbeddingClient
 from qwen_sglang.errors import ConfigurationError, InvalidInputError
-from qwen_sglang.instructions import TASKS, resolve_task
+from qwen_sglang.instructions import TASKS, query_prompt
 
 __all__ = [
     "EvalDataset",
@@ -209,21 +209,27 @@ def load_demo_dataset() -> EvalDataset:
 # ==================================================================== settings and results
 @dataclass(frozen=True)
 class Instruction:
-    """A query-instruction variant: ``task`` is ``None`` for "no instruction"."""
+    """A query-instruction variant: ``prompt`` is what queries get before their text
+    (``Instruct: {task}\\nQuery:`` for a Qwen3 task), ``None`` for "no instruction"."""
 
     label: str
-    task: str | None
+    prompt: str | None
 
     @classmethod
-    def parse(cls, value: str, default_task: str | None) -> Instruction:
-        """``"none"``, ``"default"``, a preset name (``"qa"``) or a free-text task."""
+    def parse(cls, value: str, default_prompt: str | None) -> Instruction:
+        """``"none"``, ``"default"`` (the client's own, ``default_prompt``), a preset name
+        (``"qa"``) or a free-text task."""
         if value == "none":
             return cls("none", None)
         if value == "default":
-            return cls("default", default_task)
+            return cls("default", default_prompt)
         if value in TASKS:
-            return cls(value, TASKS[value])
-        return cls(value if len(value) <= 24 else value[:21] + "...", resolve_task(value))
+            return cls(value, query_prompt(TASKS[value]))
+        return cls(value if len(value) <= 24 else value[:21] + "...", query_prompt(value))
+
+    def apply(self, texts: Sequence[str]) -> list[str]:
+        """The queries as sent (embedded as documents, so the client adds nothing)."""
+        return [self.prompt + t for t in texts] if self.prompt else list(texts)
 
 
 @dataclass
@@ -262,6 +268,8 @@ class EvalReport:
     matryoshka_check: dict[str, Any] = field(default_factory=dict)
     chroma_sample: int | None = None
     tolerance: float = 0.02
+    notes: list[str] = field(default_factory=list)
+    """What was left out and why (widths above the native one, a default equal to ``none``)."""
 
     def best(self) -> EvalRow:
         """The setting with the highest nDCG@k."""
@@ -326,6 +334,7 @@ class EvalReport:
         lines.append(
             "query ms: one query request at that width (p50); search ms: exact numpy search per query, batched"
         )
+        lines += [f"note: {note}" for note in self.notes]
         lines += ["", self.table(), ""]
         lines.append(
             f"best: {best.instruction!r} at {best.dimensions} dims, nDCG@{self.k} {best.ndcg:.4f}. "
@@ -407,18 +416,23 @@ def _renorm(rows: F32) -> F32:
     return out
 
 
-def _widths(requested: Sequence[int] | None, native: int, min_dim: int) -> list[int]:
+def _widths(requested: Sequence[int] | None, native: int, min_dim: int) -> tuple[list[int], list[int]]:
+    """The widths to score, widest first, and those left out for being wider than ``native``."""
     if requested is None:
-        widths = {native} | {w for w in DEFAULT_WIDTHS if min_dim <= w < native}
-    else:
-        widths = set()
-        for w in requested:
-            if isinstance(w, bool) or not isinstance(w, int) or w < 1:
-                raise ConfigurationError(f"dimensions must be positive ints, got {w!r}")
-            if w > native:
-                raise ConfigurationError(f"dimensions={w} is wider than the model's native width {native}")
-            widths.add(w)
-    return sorted(widths, reverse=True)
+        return sorted({native} | {w for w in DEFAULT_WIDTHS if min_dim <= w < native}, reverse=True), []
+    widths: set[int] = set()
+    dropped: set[int] = set()
+    for w in requested:
+        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+            raise ConfigurationError(f"dimensions must be positive ints, got {w!r}")
+        (dropped if w > native else widths).add(w)
+    if not widths:
+        listed = ", ".join(map(str, sorted(dropped, reverse=True)))
+        raise ConfigurationError(
+            f"dimensions {listed}: all wider than the model's native width {native} "
+            f"(its Matryoshka range is {min_dim}..{native})"
+        )
+    return sorted(widths, reverse=True), sorted(dropped, reverse=True)
 
 
 def _progress(total: int, show: bool, desc: str) -> Any:
@@ -541,10 +555,12 @@ def evaluate(
         client: an `EmbeddingClient` for the server to evaluate, created **without**
             ``dimensions`` (the corpus is embedded at full width once).
         dimensions: widths to score (default: the native width and every usual width below it
-            in the model's Matryoshka range).
-        instructions: ``"none"``, ``"default"`` (the client's query instruction), preset names
-            (`qwen_sglang.TASKS`) or free-text tasks; ``"none"`` and ``"default"`` are
-            always included.
+            in the model's Matryoshka range); widths above the native one are left out, with a
+            note in `EvalReport.notes`.
+        instructions: ``"none"``, ``"default"`` (what the client gives queries for this model:
+            `qwen_sglang.EmbeddingClient.query_prompt`), preset names (`qwen_sglang.TASKS`) or
+            free-text tasks; ``"none"`` and ``"default"`` are always included (once, when the
+            default is no instruction).
         k: cut-off of nDCG, recall and MRR.
         dtype: ``"float32"`` or ``"float16"`` for the on-disk corpus matrix.
         work_dir: where the matrix is written (default: a temporary folder, removed after).
@@ -566,34 +582,32 @@ def evaluate(
         raise ConfigurationError(f"k must be at least 1, got {k}")
     if not 0 <= tolerance < 1:
         raise ConfigurationError(f"tolerance must be in [0, 1), got {tolerance}")
-    variants: dict[str, Instruction] = {}
-    default_task = client.settings.query_instruction
-    for value in ["default", "none", *(instructions or [])]:
-        variant = Instruction.parse(value, default_task)
-        variants.setdefault(variant.label, variant)
     queries = data.scored_queries()
     if not queries:
         raise InvalidInputError("no query has a relevant document in the qrels: nothing to score")
     qids = list(queries)
     qtexts = [queries[q] for q in qids]
 
+    client.discover()  # the served model and its default query prompt, before any work
+    variants, notes = _variants(client, instructions)
     owned = work_dir is None
     folder = Path(tempfile.mkdtemp(prefix="qwen-sglang-eval-")) if owned else Path(work_dir)  # type: ignore[arg-type]
     folder.mkdir(parents=True, exist_ok=True)
     try:
         # one small request learns the native width, so bad widths fail before the corpus is embedded
         native = int(client.embed(qtexts[:1], kind="document").vectors.shape[1])
-        preset = client.settings.preset
-        widths = _widths(dimensions, native, preset.min_dim if preset else 1)
+        preset = client.preset
+        widths, dropped = _widths(dimensions, native, preset.min_dim if preset else 1)
+        if dropped:
+            notes.append(
+                f"left out dimensions {', '.join(map(str, dropped))}: wider than the {native}-d vectors of "
+                f"{client.model} (its Matryoshka range is {preset.min_dim if preset else 1}..{native})"
+            )
+            logger.warning("%s", notes[-1])
         matrix, ids, head, embed_s, tokens = _embed_corpus(data, client, folder, dtype, batch_texts, show_progress)
-        qvecs = {
-            label: client.embed(qtexts, kind="query", task=v.task).vectors
-            if v.task is not None
-            else client.embed(qtexts, kind="document").vectors
-            for label, v in variants.items()
-        }
+        qvecs = {label: client.embed(v.apply(qtexts), kind="document").vectors for label, v in variants.items()}
         check = _prefix_check(client, matrix, head, widths, native)
-        latencies = _query_latency(client, qtexts, widths, variants["default"].task, latency_samples)
+        latencies = _query_latency(client, next(iter(variants.values())).apply(qtexts), widths, latency_samples)
         ranked, search_s = _search(matrix, qvecs, widths, k)
         chroma = _chroma_sizes(matrix, widths, chroma_sample)
         rows: list[EvalRow] = []
@@ -621,18 +635,19 @@ def evaluate(
             rows=rows,
             k=k,
             dataset=data.name,
-            model=client.settings.model,
+            model=client.model or "unknown",
             base_url=client.base_url,
             native_dim=native,
             n_corpus=len(ids),
             n_queries=len(data.queries),
             n_scored_queries=len(qids),
-            instructions={label: v.task for label, v in variants.items()},
+            instructions={label: v.prompt for label, v in variants.items()},
             corpus_embed_s=embed_s,
             corpus_tokens=tokens,
             matryoshka_check=check,
             chroma_sample=min(chroma_sample, len(ids)) if chroma and chroma_sample else None,
             tolerance=tolerance,
+            notes=notes,
         )
     finally:
         if owned:
@@ -661,19 +676,38 @@ def _prefix_check(
     }
 
 
+def _variants(client: EmbeddingClient, instructions: Sequence[str] | None) -> tuple[dict[str, Instruction], list[str]]:
+    """The query variants to score: ``default`` (what the client does for this model), ``none``
+    and the requested ones. A ``default`` of no instruction is ``none``: measured once."""
+    default_prompt = client.query_prompt
+    wanted = ["default", "none", *(instructions or [])]
+    notes = []
+    if default_prompt is None:
+        wanted.remove("default")
+        notes.append(
+            f"the client's default for {client.model} is no query instruction (the 'none' rows); add "
+            "--instruction retrieval (or another task) to measure Qwen3's"
+        )
+    variants: dict[str, Instruction] = {}
+    for value in wanted:
+        variant = Instruction.parse(value, default_prompt)
+        variants.setdefault(variant.label, variant)
+    return variants, notes
+
+
 def _query_latency(
-    client: EmbeddingClient, texts: list[str], widths: list[int], task: str | None, samples: int
+    client: EmbeddingClient, texts: list[str], widths: list[int], samples: int
 ) -> dict[int, tuple[float, float]]:
     """p50 / p95 milliseconds of one single-query request per width (round-robin over widths
-    so a warming server does not favour any of them)."""
+    so a warming server does not favour any of them); ``texts`` are the queries as sent."""
     times: dict[int, list[float]] = {w: [] for w in widths}
     if samples > 0:
-        client.embed([texts[0]], kind="query", task=task)  # warm the connection
+        client.embed([texts[0]], kind="document")  # warm the connection
     for i in range(samples):
         text = texts[i % len(texts)]
         for w in widths:
             start = time.perf_counter()
-            client.embed([text], kind="query", task=task, dimensions=w)
+            client.embed([text], kind="document", dimensions=w)
             times[w].append(1000.0 * (time.perf_counter() - start))
     out: dict[int, tuple[float, float]] = {}
     for w, ts in times.items():

@@ -60,10 +60,11 @@ def test_prefix_scores_equal_server_side_dimensions(server: ManagedServer) -> No
 def test_real_model_beats_random_weights_through_the_cli(
     minilm_server: ManagedServer, server: ManagedServer, tmp_path: Path
 ) -> None:
-    # no --model: the command asks /v1/models for the served name
+    # no --model: the client learns the served model (and that it takes no Qwen3 instruction)
     real = run_eval(minilm_server, tmp_path / "real", "--demo-data", "--instruction", "qa")
     assert real.returncode == 0, real.stderr
     assert "recommended:" in real.stdout and "all-MiniLM-L6-v2 (384-d)" in real.stdout
+    assert "default for all-MiniLM-L6-v2 is no query instruction" in real.stdout
     rand = run_eval(server, tmp_path / "random", "--demo-data", "--no-plot")
     assert rand.returncode == 0, rand.stderr
 
@@ -76,7 +77,7 @@ def test_real_model_beats_random_weights_through_the_cli(
     assert real_res["best"]["instruction"] == "none" and real_res["best"]["dimensions"] == 384
 
     rows = (tmp_path / "real" / "results.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3 * 5  # header + (default, none, qa) x (384, 256, 128, 64, 32)
+    assert len(rows) == 1 + 2 * 5  # header + (none, qa) x (384, 256, 128, 64, 32): the default is none
     assert (tmp_path / "real" / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "random" / "quality.png").exists()
 
@@ -140,3 +141,13 @@ def test_bad_settings_fail_before_any_embedding(server: ManagedServer, tmp_path:
     assert missing.returncode == 1 and "queries file not found" in missing.stderr
     wide = run_eval(server, tmp_path / "o", "--demo-data", "--dimensions", "256", "--model", server.model)
     assert wide.returncode == 1 and "wider than the model's native width 128" in wide.stderr
+
+
+def test_widths_above_the_served_model_are_left_out_with_a_note(minilm_server: ManagedServer, tmp_path: Path) -> None:
+    # the README's line, on a server of a smaller model (384-d): 2560 and 1024 cannot be scored
+    out = run_eval(minilm_server, tmp_path / "o", "--demo-data", "--dimensions", "2560,1024,256", "--no-plot")
+    assert out.returncode == 0, out.stderr
+    assert "note: left out dimensions 2560, 1024: wider than the 384-d vectors of all-MiniLM-L6-v2" in out.stdout
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert {row["dimensions"] for row in res["rows"]} == {256}
+    assert any("left out dimensions 2560, 1024" in note for note in res["notes"])

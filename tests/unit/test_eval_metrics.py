@@ -97,13 +97,17 @@ def test_shipped_evaluation_set_is_consistent() -> None:
 def test_instruction_variants_and_widths() -> None:
     assert Instruction.parse("none", "T") == Instruction("none", None)
     assert Instruction.parse("default", "T") == Instruction("default", "T")
-    assert Instruction.parse("qa", "T") == Instruction("qa", TASKS["qa"])
+    assert Instruction.parse("qa", "T") == Instruction("qa", f"Instruct: {TASKS['qa']}\nQuery:")
     long = Instruction.parse("Given a scientific claim, retrieve documents that support or refute it", "T")
-    assert long.task is not None and long.task.startswith("Given a scientific claim") and len(long.label) == 24
-    assert _widths(None, 2560, 32) == [2560, 2048, 1024, 768, 512, 384, 256, 128, 64, 32]
-    assert _widths(None, 128, 32) == [128, 64, 32]
-    assert _widths([64, 128, 64], 128, 32) == [128, 64]
-    with pytest.raises(ConfigurationError, match="wider than the model's native width 128"):
+    assert long.prompt is not None and long.prompt.startswith("Instruct: Given a scientific claim")
+    assert len(long.label) == 24
+    assert long.apply(["q"]) == [long.prompt + "q"] and Instruction("none", None).apply(["q"]) == ["q"]
+    assert _widths(None, 2560, 32) == ([2560, 2048, 1024, 768, 512, 384, 256, 128, 64, 32], [])
+    assert _widths(None, 128, 32) == ([128, 64, 32], [])
+    assert _widths([64, 128, 64], 128, 32) == ([128, 64], [])
+    # widths above the native one are left out (and reported), unless nothing is left
+    assert _widths([2560, 1024, 256, 64], 384, 1) == ([256, 64], [2560, 1024])
+    with pytest.raises(ConfigurationError, match="all wider than the model's native width 128"):
         _widths([256], 128, 32)
     with pytest.raises(ConfigurationError, match="positive ints"):
         _widths([0], 128, 32)
