@@ -18,6 +18,7 @@ from qwen_sglang.errors import QwenSGLangError
 
 if TYPE_CHECKING:
     from qwen_sglang.ingest import IngestReport
+    from qwen_sglang.settings import QwenSGLangSettings
 
 __all__ = ["main"]
 
@@ -30,7 +31,8 @@ def _add_client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="model name sent to the server (default: $QWEN_SGLANG_MODEL or Qwen/Qwen3-Embedding-4B)",
+        help="the served model (default: $QWEN_SGLANG_MODEL, else what the server serves); "
+        "a different one than the server's is an error",
     )
 
 
@@ -41,6 +43,19 @@ def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             out[name] = value
     return out
+
+
+def _settings(args: argparse.Namespace, **options: Any) -> QwenSGLangSettings:
+    """The shared settings model from the client options and ``options`` (those not ``None``):
+    settings left unset keep room for what the server says (model, request shape)."""
+    from qwen_sglang.settings import QwenSGLangSettings
+
+    given = {name: value for name, value in options.items() if value is not None}
+    return QwenSGLangSettings(**(_client_kwargs(args) | given))
+
+
+#: ``embed --empty-text`` choices and the settings' values they map to.
+_EMPTY_TEXT = {"error": "raise", "zero": "zero", "skip": "skip"}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -139,9 +154,16 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_client_args(e)
     e.add_argument("texts", nargs="*", help="texts (default: read lines from stdin)")
-    e.add_argument("--query", action="store_true", help="embed as queries (with the Qwen3 instruction)")
-    e.add_argument("--task", default=None, help="instruction task or preset name for --query")
+    e.add_argument("--query", action="store_true", help="embed as queries (with the instruction the served model uses)")
+    e.add_argument("--task", default=None, help="with --query: the instruction task or a preset name (qa, sts, ...)")
     e.add_argument("--dimensions", type=int, default=None, help="Matryoshka output width")
+    e.add_argument(
+        "--empty-text",
+        choices=sorted(_EMPTY_TEXT),
+        default="error",
+        help="empty or blank lines: error (default), a zero vector, or skip them (the JSON lines keep each "
+        "text's input index, and the skipped ones are listed on stderr)",
+    )
 
     # ---------------------------------------------------------------- doctor
     d = sub.add_parser(
@@ -199,7 +221,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="chunks looked up, embedded and written together (default 256)",
     )
     i.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)  # deprecated: --chunks-per-write
-    i.add_argument("--max-concurrency", type=int, default=8, help="embedding requests in flight (default 8)")
+    i.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=None,
+        help="embedding requests in flight (default 8, or fewer where the server asks for it)",
+    )
     i.add_argument("--request-size", type=int, default=None, help="most texts per embedding request (default 32)")
     i.add_argument("--request-tokens", type=int, default=None, help="token budget per embedding request (default 8192)")
     i.add_argument(
@@ -264,7 +291,15 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--model", default=None, help="model directory or hub id (default: Qwen3-Embedding-0.6B on CPU, 4B on GPU)"
     )
-    m.add_argument("--persist-dir", default=None, help="Chroma directory (default: a new temporary one)")
+    m.add_argument(
+        "--persist-dir", default=None, help="Chroma directory, kept (default: a temporary one, removed at the end)"
+    )
+    m.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the embedding server's log and print where (default: removed at the end; also "
+        "QWEN_SGLANG_KEEP_LOGS=1)",
+    )
     m.add_argument("--question", action="append", default=None, help="ask this instead (repeatable)")
     m.add_argument("--llm-base-url", default=None, help="OpenAI-compatible chat server for generated answers")
     m.add_argument("--llm-model", default="default", help="chat model name for --llm-base-url")
@@ -277,20 +312,19 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from qwen_sglang.errors import APIError
     from qwen_sglang.ingest import IngestReport, ingest
 
-    kwargs = _client_kwargs(args) | {"max_concurrency": args.max_concurrency}
-    for option, name in (
-        ("dimensions", "dimensions"),
-        ("request_size", "batch_size"),
-        ("request_tokens", "max_batch_tokens"),
-    ):
-        if getattr(args, option) is not None:
-            kwargs[name] = getattr(args, option)
+    settings = _settings(
+        args,
+        max_concurrency=args.max_concurrency,
+        dimensions=args.dimensions,
+        batch_size=args.request_size,
+        max_batch_tokens=args.request_tokens,
+    )
     if args.batch is not None:
         print("warning: --batch is deprecated: use --chunks-per-write", file=sys.stderr)
         args.chunks_per_write = args.batch
     report = IngestReport()
     try:
-        with _sigterm_as_interrupt(), EmbeddingClient(**kwargs) as client:
+        with _sigterm_as_interrupt(), EmbeddingClient(settings) as client:
             ingest(
                 args.paths,
                 client=client,
@@ -346,23 +380,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _served_model(base_url: str, api_key: str | None) -> str | None:
-    """The single model a server lists on ``/v1/models``, if it lists exactly one."""
-    import httpx
-
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        body = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=10.0).json()
-        names = [m["id"] for m in body["data"]]
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
-        return None
-    return names[0] if len(names) == 1 else None
-
-
 def _cmd_eval(args: argparse.Namespace) -> int:
     from qwen_sglang.client import EmbeddingClient
     from qwen_sglang.eval import evaluate, load_beir, load_dataset, load_demo_dataset, parse_widths
-    from qwen_sglang.settings import DEFAULT_BASE_URL
 
     if args.queries is not None:
         if not (args.corpus and args.qrels):
@@ -372,15 +392,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("--corpus/--qrels go with --queries (a BEIR folder or --demo-data brings its own)")
     else:
         data = load_beir(args.beir, args.split) if args.beir else load_demo_dataset()
-    kwargs = _client_kwargs(args)
-    if "model" not in kwargs and not os.environ.get("QWEN_SGLANG_MODEL"):
-        base_url = kwargs.get("base_url") or os.environ.get("QWEN_SGLANG_BASE_URL") or DEFAULT_BASE_URL
-        api_key = kwargs.get("api_key") or os.environ.get("QWEN_SGLANG_API_KEY")
-        served = _served_model(base_url, api_key)
-        if served is not None:
-            kwargs["model"] = served
     widths = parse_widths(args.dimensions) if args.dimensions else None
-    with EmbeddingClient(**kwargs) as client:
+    with EmbeddingClient(_settings(args)) as client:  # no --model: the served one
         report = evaluate(
             data,
             client=client,
@@ -411,6 +424,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         llm_base_url=args.llm_base_url,
         llm_model=args.llm_model,
         k=args.k,
+        keep_logs=args.keep_logs or None,
     )
     return 0
 
@@ -529,16 +543,34 @@ def _serve_sglang(args: argparse.Namespace, api_key: str | None, extra: list[str
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from qwen_sglang.client import EmbeddingClient
+    from qwen_sglang.errors import InvalidInputError
 
     texts = list(args.texts) if args.texts else [line.rstrip("\n") for line in sys.stdin]
-    with EmbeddingClient(**_client_kwargs(args)) as client:
-        if args.query:
-            vectors = client.embed_queries(texts, task=args.task, dimensions=args.dimensions)
-        else:
-            vectors = client.embed_documents(texts, dimensions=args.dimensions)
+    settings = _settings(args, dimensions=args.dimensions, empty_text=_EMPTY_TEXT[args.empty_text])
+    with EmbeddingClient(settings) as client:
+        try:
+            result = client.embed(texts, kind="query" if args.query else "document", task=args.task)
+        except InvalidInputError as exc:
+            if exc.index is None or texts[exc.index].strip():
+                raise
+            where = f"argument {exc.index + 1}" if args.texts else f"line {exc.index + 1}"
+            raise InvalidInputError(
+                f"{where} (index {exc.index}) is empty or blank: pass --empty-text zero (a zero vector) "
+                "or --empty-text skip",
+                index=exc.index,
+            ) from None
+    kept = set(result.indices.tolist())
+    skipped = [i for i in range(len(texts)) if i not in kept]
+    if skipped:
+        kind = "argument" if args.texts else "line"
+        listed = ", ".join(str(i) for i in skipped)
+        print(
+            f"skipped {len(skipped)} empty {kind}(s): index {listed} (the JSON lines keep each text's input index)",
+            file=sys.stderr,
+        )
     out = sys.stdout
-    for i, vec in enumerate(vectors):
-        out.write(json.dumps({"index": i, "embedding": vec}) + "\n")
+    for index, vec in zip(result.indices.tolist(), result.tolist(), strict=True):
+        out.write(json.dumps({"index": index, "embedding": vec}) + "\n")
     return 0
 
 
@@ -569,6 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qwen-sglang`` console script."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.command == "embed" and args.task is not None and not args.query:
+        parser.error("embed: --task applies to queries only: add --query (documents get no instruction)")
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO if args.command == "serve" else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

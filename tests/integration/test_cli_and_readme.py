@@ -47,7 +47,33 @@ def test_embed_command_writes_json_lines(server: ManagedServer) -> None:
     np.testing.assert_allclose(vec, client.embed_query("what is this?", dimensions=64), atol=TOL)
 
     bad = run_embed(server, "ok", "   ")
-    assert bad.returncode == 1 and bad.stderr.startswith("error: text at index 1 is empty")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: argument 2 (index 1) is empty or blank")
+
+
+def test_embed_command_empty_lines_follow_empty_text(server: ManagedServer) -> None:
+    stdin = "a\n\nb\n"
+    refused = run_embed(server, stdin=stdin)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "line 2 (index 1) is empty or blank: pass --empty-text zero" in refused.stderr  # an option that exists
+
+    zero = run_embed(server, "--empty-text", "zero", stdin=stdin)
+    assert zero.returncode == 0, zero.stderr
+    rows = [json.loads(line) for line in zero.stdout.splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2]
+    assert not any(rows[1]["embedding"]) and all(any(rows[i]["embedding"]) for i in (0, 2))
+
+    skip = run_embed(server, "--empty-text", "skip", stdin=stdin)
+    assert skip.returncode == 0, skip.stderr
+    kept = [json.loads(line) for line in skip.stdout.splitlines()]
+    assert [r["index"] for r in kept] == [0, 2]  # each line keeps its input index
+    assert kept[1]["embedding"] == rows[2]["embedding"]
+    assert "skipped 1 empty line(s): index 1" in skip.stderr
+
+
+def test_embed_command_task_without_query_is_an_error(server: ManagedServer) -> None:
+    out = run_embed(server, "--task", "qa", "a document")
+    assert out.returncode == 2 and out.stdout == ""
+    assert "--task applies to queries only: add --query" in out.stderr
 
 
 def python_blocks(markdown: str) -> list[str]:
