@@ -19,7 +19,7 @@ from llama_index.core.tools import RetrieverTool
 
 from langchain_qwen_sglang import QwenSGLangEmbeddings
 from llama_index_qwen_sglang import QwenSGLangEmbedding
-from qwen_sglang.demo import demo_server, load_corpus
+from qwen_sglang.demo import demo_server
 
 DESCRIPTION = "Search a small encyclopedia (English and Chinese) for passages about a topic."
 
@@ -30,11 +30,11 @@ def main() -> None:
     parser.add_argument("--backend", choices=["auto", "sglang", "local"], default="auto")
     parser.add_argument("--question", default="How do bees tell each other where flowers are?")
     args = parser.parse_args()
-    corpus = load_corpus()
 
-    with demo_server(args.model, args.backend) as (server, instruction):
+    with demo_server(args.model, args.backend) as demo:
+        corpus = demo.corpus()  # the passages the model reads (English only for the MiniLM fallback)
         # LangChain: a vector-store retriever wrapped by create_retriever_tool
-        embeddings = QwenSGLangEmbeddings(server=server, query_instruction=instruction)
+        embeddings = QwenSGLangEmbeddings(server=demo.server, query_instruction=demo.instruction)
         store = InMemoryVectorStore(embeddings)
         store.add_texts([r["text"] for r in corpus], metadatas=[{"id": r["id"]} for r in corpus])
         lc_tool = create_retriever_tool(store.as_retriever(search_kwargs={"k": 2}), "search_corpus", DESCRIPTION)
@@ -42,7 +42,7 @@ def main() -> None:
         print(lc_tool.invoke({"query": args.question}))
 
         # LlamaIndex: a VectorStoreIndex retriever wrapped by RetrieverTool
-        embed_model = QwenSGLangEmbedding(server=server, query_instruction=instruction)
+        embed_model = QwenSGLangEmbedding(server=demo.server, query_instruction=demo.instruction)
         index = VectorStoreIndex.from_documents(
             [Document(text=r["text"], metadata={"id": r["id"]}) for r in corpus], embed_model=embed_model
         )

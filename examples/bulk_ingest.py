@@ -30,8 +30,7 @@ def main() -> None:
         if args.base_url:
             client = EmbeddingClient(base_url=args.base_url, **({"model": args.model} if args.model else {}))
         else:
-            server, _ = stack.enter_context(demo_server(args.model))
-            client = EmbeddingClient(server=server)
+            client = EmbeddingClient(server=stack.enter_context(demo_server(args.model)).server)
         report = ingest(args.paths, client=client, persist_dir=args.persist_dir, collection_name=args.collection)
     for problem in report.problems:
         print(problem)

@@ -47,8 +47,10 @@ def main() -> None:
     langs = np.array([r["lang"] for r in corpus])
     ids = [r["id"] for r in corpus]
 
-    with demo_server(args.model, args.backend) as (server, instruction):
-        client = EmbeddingClient(server=server, query_instruction=instruction)
+    # both languages, even with the English-only fallback model: its misses are the point
+    with demo_server(args.model, args.backend) as demo:
+        instruction = demo.instruction
+        client = EmbeddingClient(server=demo.server, query_instruction=demo.instruction)
         docs = client.embed([r["text"] for r in corpus]).vectors  # float32, unit length
         queries = client.embed([q for q, _, _ in QUESTIONS], kind="query").vectors
         print(f"Embedded {len(corpus)} passages; query instruction: {instruction or 'none (fallback model)'}\n")

@@ -11,6 +11,8 @@ answer is the best retrieved passage (extractive, and said so): plug any LlamaIn
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
 import tempfile
 
 import chromadb
@@ -18,7 +20,7 @@ from llama_index.core import Document, Settings, StorageContext, VectorStoreInde
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from llama_index_qwen_sglang import QwenSGLangEmbedding
-from qwen_sglang.demo import DEMO_QUESTIONS, demo_server, load_corpus
+from qwen_sglang.demo import DEMO_QUESTIONS, demo_server
 
 
 def main() -> None:
@@ -29,14 +31,18 @@ def main() -> None:
     parser.add_argument("--question", action="append", default=None)
     args = parser.parse_args()
 
-    with demo_server(args.model, args.backend) as (server, instruction):
-        Settings.embed_model = QwenSGLangEmbedding(server=server, query_instruction=instruction)
-        chroma = chromadb.PersistentClient(path=args.persist_dir or tempfile.mkdtemp(prefix="li-chroma-"))
+    with contextlib.ExitStack() as stack:
+        demo = stack.enter_context(demo_server(args.model, args.backend))
+        Settings.embed_model = QwenSGLangEmbedding(server=demo.server, query_instruction=demo.instruction)
+        directory = args.persist_dir or tempfile.mkdtemp(prefix="li-chroma-")
+        if args.persist_dir is None:  # a temporary store: removed at the end
+            stack.callback(shutil.rmtree, directory, ignore_errors=True)
+        chroma = chromadb.PersistentClient(path=directory)
         collection = chroma.get_or_create_collection("llama_index_demo", metadata={"hnsw:space": "cosine"})
         storage = StorageContext.from_defaults(vector_store=ChromaVectorStore(chroma_collection=collection))
         documents = [
             Document(text=r["text"], doc_id=r["id"], metadata={"id": r["id"], "title": r["title"]})
-            for r in load_corpus()
+            for r in demo.corpus()  # the passages the model reads (English only for the MiniLM fallback)
         ]
         index = VectorStoreIndex.from_documents(documents, storage_context=storage)
         print(f"Indexed {collection.count()} passages into Chroma")
