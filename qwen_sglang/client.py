@@ -160,7 +160,7 @@ class _State:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     facts: ServerFacts | None = None  # the discovery answers (None: not asked yet)
-    mismatch: ModelMismatchError | None = None  # raised by every call once seen
+    mismatch: ConfigurationError | None = None  # raised by every call once seen
     model: str | None = None  # the name requests carry
     preset: ModelPreset | None = None
     query_prompt: str | None = None  # what queries get when no task is given
@@ -826,11 +826,17 @@ class EmbeddingClient:
         """Settle model, preset, width, query prompt and request shape from the answers."""
         s, st = self.settings, self._state
         configured = s.model
-        mismatch = None
+        mismatch: ConfigurationError | None = None
         if configured is not None and not same_model(configured, facts):
             mismatch = self._mismatch(configured, facts)
+        elif configured is None and len(facts.served_names) > 1:  # Ollama, a proxy: no guessing
+            mismatch = ConfigurationError(
+                f"the server at {self.base_url} serves several models ({', '.join(facts.served_names)}): set "
+                "the one to use with model=..., --model or QWEN_SGLANG_MODEL"
+            )
         model = configured or facts.served_name or DEFAULT_MODEL
-        if configured and ":" not in configured and facts.served_names and configured not in facts.served_names:
+        served = (*facts.served_names, *facts.adapters)
+        if configured and configured not in served and facts.served_names and ":" not in configured:
             model = facts.served_names[0]  # the same model, under the name the server serves
         preset = served_preset([model, configured, *facts.names()])
         if "query_instruction" in s.explicit_fields:

@@ -62,7 +62,9 @@ class ServerFacts:
     """
 
     served_names: tuple[str, ...] = ()
-    """``/v1/models`` ids: the served name first, then any LoRA adapters."""
+    """``/v1/models`` ids of the models served (SGLang: one, the served name)."""
+    adapters: tuple[str, ...] = ()
+    """``/v1/models`` ids of LoRA adapters (entries with a ``parent``)."""
     model_path: str | None = None
     """``/model_info`` ``model_path``: the directory or hub id the server loaded."""
     model_type: str | None = None
@@ -100,8 +102,8 @@ class ServerFacts:
         return repr(name or path or "unknown")
 
     def names(self) -> list[str]:
-        """Every name the server gave for its model: served names, then the model path."""
-        return [*self.served_names, *([self.model_path] if self.model_path else [])]
+        """Every name the server gave for its model: served names, adapters, the model path."""
+        return [*self.served_names, *self.adapters, *([self.model_path] if self.model_path else [])]
 
 
 def model_aliases(name: str) -> set[str]:
@@ -197,12 +199,13 @@ def parse_facts(models: Any, info: Any, server_info: Any) -> ServerFacts:
     answer); anything of an unexpected shape is ignored, never trusted."""
     answered = set()
     names: list[str] = []
+    adapters: list[str] = []
     max_len = None
     if isinstance(models, dict) and isinstance(models.get("data"), list):
         answered.add("models")
         for entry in models["data"]:
             if isinstance(entry, dict) and _str(entry.get("id")):
-                names.append(entry["id"])
+                (adapters if entry.get("parent") else names).append(entry["id"])
                 max_len = max_len or _pos_int(entry.get("max_model_len"))
     path = model_type = None
     architectures: tuple[str, ...] = ()
@@ -234,6 +237,7 @@ def parse_facts(models: Any, info: Any, server_info: Any) -> ServerFacts:
                     shape[name] = value
     return ServerFacts(
         served_names=tuple(names),
+        adapters=tuple(adapters),
         model_path=path,
         model_type=model_type,
         architectures=architectures,

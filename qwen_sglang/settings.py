@@ -296,9 +296,9 @@ class QwenSGLangSettings(BaseModel):
         data = {k: v for k, v in state["__dict__"].items() if k in given}
         type(self).__init__(self, **data)
 
-    @field_validator("query_instruction")
+    @field_validator("query_instruction", "model")
     @classmethod
-    def _check_instruction(cls, value: str | None) -> str | None:
+    def _blank_is_none(cls, value: str | None) -> str | None:
         return value if value and value.strip() else None
 
     @model_validator(mode="before")

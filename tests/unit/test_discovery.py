@@ -10,7 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from qwen_sglang import APIConnectionError, AuthenticationError, EmbeddingClient, ModelMismatchError
+from qwen_sglang import (
+    APIConnectionError,
+    AuthenticationError,
+    ConfigurationError,
+    EmbeddingClient,
+    ModelMismatchError,
+)
 from qwen_sglang.discovery import (
     ServerFacts,
     default_query_prompt,
@@ -130,12 +136,30 @@ def test_sglang_is_asked_once_and_keeps_the_gpu_shape(use_async: bool) -> None:
 
 
 def test_a_configured_name_of_the_same_model_sends_the_served_one_and_lora_names_are_kept() -> None:
-    rec = answering()
-    client_for(rec, model="Qwen/Qwen3-Embedding-4B").embed_documents(["d"])
-    assert rec.requests[-1]["model"] == "embed"
+    for configured in ("Qwen/Qwen3-Embedding-4B", "/models/Qwen3-Embedding-4B"):
+        rec = answering()
+        client_for(rec, model=configured).embed_documents(["d"])
+        assert rec.requests[-1]["model"] == "embed", configured
     rec = answering()
     client_for(rec, model="embed:adapter").embed_documents(["d"])
     assert rec.requests[-1]["model"] == "embed:adapter"
+    # SGLang lists LoRA adapters after the base model, with a parent: they are not other models
+    rec = answering()
+    rec.discovery["/v1/models"] = {"data": [{"id": "embed"}, {"id": "support-ft", "parent": "embed", "root": "/lora"}]}
+    client = client_for(rec, model="support-ft")
+    client.embed_documents(["d"])
+    assert rec.requests[-1]["model"] == "support-ft"
+    assert client_for(answering()).discover().adapters == ()
+
+
+def test_a_server_of_several_models_needs_one_named() -> None:
+    # Ollama or a proxy list every model they can serve: the client does not pick one for you
+    several = {"/v1/models": {"data": [{"id": "qwen3-embedding:0.6b"}, {"id": "llama3:8b"}]}}
+    rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]))), several)
+    with pytest.raises(ConfigurationError, match="serves several models \\(qwen3-embedding:0.6b, llama3:8b\\)"):
+        client_for(rec).embed_documents(["d"])
+    client_for(rec, model="qwen3-embedding:0.6b", query_instruction=None).embed_documents(["d"])
+    assert rec.requests[-1]["model"] == "qwen3-embedding:0.6b"
 
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
