@@ -16,12 +16,13 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model name to send (default: the served name)")
 
 
-def open_server(stack: contextlib.ExitStack, args: argparse.Namespace, **options: Any) -> tuple[str, str]:
+def open_server(stack: contextlib.ExitStack, args: argparse.Namespace, **options: Any) -> tuple[str, str | None]:
     """Start the ``--serve`` server inside ``stack`` (or take ``--base-url``); return its URL and
-    the model name to send. ``options`` go to ``launch_server``."""
+    the model name to send (``None`` with ``--base-url`` and no ``--model``: our clients learn
+    it; others send ``"default"``). ``options`` go to ``launch_server``."""
     if args.serve:
         from qwen_sglang.server import launch_server
 
         server = stack.enter_context(launch_server(args.serve, backend=args.backend, **options))
         return server.base_url, args.model or server.model
-    return args.base_url.rstrip("/"), args.model or "default"
+    return args.base_url.rstrip("/"), args.model

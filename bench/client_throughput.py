@@ -7,8 +7,12 @@ Contenders, all on the same server in the same run, interleaved, ``--repeats`` t
 
 - ``raw``: an async httpx load generator, the best batch size and concurrency of a small sweep
   (the limit a client can reach on this server);
-- ``ours-langchain-sync`` / ``ours-langchain-async``: ``QwenSGLangEmbeddings`` with default settings;
-- ``ours-llamaindex``: ``QwenSGLangEmbedding.get_text_embedding_batch``, default settings;
+- ``ours-langchain-sync`` / ``ours-langchain-async``: ``QwenSGLangEmbeddings`` given only the URL
+  (and ``--model`` if given): default settings, so the request shape is what the server
+  advertises (the local backend: few large requests) or the package default (SGLang);
+- ``ours-llamaindex``: ``QwenSGLangEmbedding.get_text_embedding_batch``, the same;
+- ``ours-core-gpu-shape`` (``--gpu-shape-too``): the core client told the package's GPU shape
+  (32 texts x 8 in flight) explicitly: what a URL-only client sent before it learned the shape;
 - ``langchain-openai``: ``OpenAIEmbeddings(check_embedding_ctx_length=False)`` (its only correct
   setting for Qwen on SGLang);
 - ``llamaindex-openai-like``: ``OpenAILikeEmbedding`` with its defaults.
@@ -90,11 +94,17 @@ async def raw_embed(base_url: str, model: str, texts: list[str], batch: int, con
 
 
 def contenders(
-    base_url: str, model: str, best: tuple[int, int, str], ours: dict[str, Any] | None = None
+    base_url: str,
+    model: str | None,
+    best: tuple[int, int, str],
+    ours: dict[str, Any] | None = None,
+    gpu_shape_too: bool = False,
 ) -> dict[str, Callable[[list[str]], int]]:
+    """``model`` None: ours learn the served one, the others send ``"default"``."""
     ours = ours or {}
+    name = model or "default"
     out: dict[str, Callable[[list[str]], int]] = {
-        "raw": lambda t: asyncio.run(raw_embed(base_url, model, t, *best)),
+        "raw": lambda t: asyncio.run(raw_embed(base_url, name, t, *best)),
     }
     try:
         from langchain_qwen_sglang import QwenSGLangEmbeddings
@@ -109,11 +119,14 @@ def contenders(
         out["ours-langchain-sync"] = lambda t: len(ours_lc.embed_documents(t))
         out["ours-langchain-async"] = lambda t: len(asyncio.run(ours_lc.aembed_documents(t)))
         out["ours-llamaindex"] = lambda t: len(ours_li.get_text_embedding_batch(t))
+    if gpu_shape_too:
+        gpu = EmbeddingClient(base_url=base_url, model=model, batch_size=32, max_batch_tokens=8192, max_concurrency=8)
+        out["ours-core-gpu-shape"] = lambda t: len(gpu.embed(t).indices)
     with contextlib.suppress(ImportError):
         from langchain_openai import OpenAIEmbeddings
 
         peer_lc = OpenAIEmbeddings(
-            model=model,
+            model=name,
             base_url=base_url,
             api_key="none",  # type: ignore[arg-type]
             check_embedding_ctx_length=False,
@@ -122,7 +135,7 @@ def contenders(
     with contextlib.suppress(ImportError):
         from llama_index.embeddings.openai_like import OpenAILikeEmbedding
 
-        peer_li = OpenAILikeEmbedding(model_name=model, api_base=base_url, api_key="none")
+        peer_li = OpenAILikeEmbedding(model_name=name, api_base=base_url, api_key="none")
         out["llamaindex-openai-like"] = lambda t: len(peer_li.get_text_embedding_batch(t))
     return out
 
@@ -176,6 +189,11 @@ def main() -> None:
     parser.add_argument(
         "--model-dir", default=None, help="with --base-url: the served model's folder (--compute-limit)"
     )
+    parser.add_argument(
+        "--gpu-shape-too",
+        action="store_true",
+        help="also measure the core client told the package's GPU shape (32 x 8) explicitly",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write all numbers here")
     parser.add_argument("--markdown", type=Path, default=None, help="append the table to this file")
     args = parser.parse_args()
@@ -187,6 +205,8 @@ def main() -> None:
         probe = EmbeddingClient(base_url=base_url, model=model)
         counts = [c for i in range(0, len(texts), 512) for c in probe.count_tokens(texts[i : i + 512])]
         tokens = sum(counts)
+        model = probe.model  # the served name (ours would learn it too; the raw generator and peers send it)
+        assert model is not None
         b64 = isinstance(
             httpx.post(
                 base_url + "/embeddings", json={"model": model, "input": ["x"], "encoding_format": "base64"}, timeout=60
@@ -207,7 +227,9 @@ def main() -> None:
         peers = {"langchain-openai", "llamaindex-openai-like"}
         runs: dict[str, list[tuple[float, float]]] = {}
         ours = json.loads(args.ours_settings) if args.ours_settings else None
-        table = contenders(base_url, model, best, ours)
+        table = contenders(base_url, model, best, ours, args.gpu_shape_too)
+        ours_shape = probe.request_shape if not ours else dict(ours)
+        print(f"  our classes' request shape: {ours_shape}")
         for fn in table.values():  # warm-up: connections, imports, first-call costs
             fn(texts[:64])
         for r in range(args.repeats):
@@ -258,6 +280,7 @@ def main() -> None:
         "tokens": tokens,
         "repeats": args.repeats,
         "best_raw": {"batch": best[0], "concurrency": best[1], "encoding": fmt},
+        "ours_shape": ours_shape,
         "versions": versions,
     }
     if args.json:
@@ -266,7 +289,8 @@ def main() -> None:
         with args.markdown.open("a") as fh:
             fh.write(
                 f"\n### Client throughput, {meta['date']}\n\n`{meta['command']}`\n\n{len(texts)} texts, "
-                f"{tokens} tokens; raw generator: batch {best[0]}, concurrency {best[1]}, {fmt}; "
+                f"{tokens} tokens; raw generator: batch {best[0]}, concurrency {best[1]}, {fmt}; our classes' "
+                f"request shape {ours_shape}; "
                 f"median of {args.repeats} interleaved rounds"
                 + (f"; our classes with `{args.ours_settings}`" if args.ours_settings else "")
                 + (f"; the peers ran on the first {args.peer_n} texts" if args.peer_n else "")

@@ -125,6 +125,7 @@ def main() -> None:
 
         with EmbeddingClient(base_url=base_url, model=model) as probe:
             width = len(probe.embed_documents(["probe"])[0])
+            served = probe.model or "default"  # the served name, for every contender
         print(f"{args.n} documents, {width}-d vectors, server {base_url}", flush=True)
         for which in args.only or CONTENDERS:
             cmd = [
@@ -137,7 +138,7 @@ def main() -> None:
                 "--persist",
                 str(tmp / str(len(rows))),
             ]
-            cmd += ["--base-url", base_url, "--model", model, *(f"--ingest-arg={a}" for a in args.ingest_arg)]
+            cmd += ["--base-url", base_url, "--model", served, *(f"--ingest-arg={a}" for a in args.ingest_arg)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if out.returncode != 0:
                 print(f"{which} failed:\n{out.stderr[-2000:]}", flush=True)
