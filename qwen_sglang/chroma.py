@@ -63,9 +63,12 @@ class QwenSGLangEmbeddingFunction(EmbeddingFunction[Documents]):
         return ["cosine", "ip", "l2"]
 
     def get_config(self) -> dict[str, Any]:
-        """Serializable settings (never the API key: it is read from the environment again)."""
+        """Serializable settings (never the API key: it is read from the environment again): the
+        URL and the settings given explicitly; those left unset are learned from the server again
+        (the model, its query instruction, the request shape)."""
         s = self.client.settings
-        return {name: getattr(s, name) for name in _CONFIG_FIELDS}
+        given = s.explicit_fields | {"base_url"}
+        return {name: getattr(s, name) for name in _CONFIG_FIELDS if name in given}
 
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> QwenSGLangEmbeddingFunction:

@@ -79,7 +79,8 @@ ProgressCallback = Callable[[int, int], None]
 T = TypeVar("T")
 Vectors = NDArray[np.float32]
 
-_RETRY_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+# 501 (Not Implemented) and 505 say the server will never do it: not worth a retry.
+_RETRY_STATUS = frozenset({408, 409, 429}) | (frozenset(range(500, 600)) - {501, 505})
 _BACKOFF_BASE = 0.5
 _BACKOFF_MAX = 8.0
 _RETRY_AFTER_MAX = 60.0  # the longest Retry-After honoured when there is no deadline (timeout=None)

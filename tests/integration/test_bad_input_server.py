@@ -27,21 +27,21 @@ from tests.integration.process_trees import group_members, wait_until
 
 
 def test_nul_bytes_are_embedded_as_text(server: ManagedServer) -> None:
-    client = EmbeddingClient(base_url=server.base_url, model="x")
+    client = EmbeddingClient(base_url=server.base_url)
     got = client.embed_documents(["before\x00after"])
     r = httpx.post(server.base_url + "/embeddings", json={"input": ["before\x00after"]}, timeout=30)
     np.testing.assert_allclose(got[0], r.json()["data"][0]["embedding"], atol=TOL)
 
 
 def test_a_10_mb_string_is_measured_and_refused_by_the_error_policy(server: ManagedServer) -> None:
-    client = EmbeddingClient(base_url=server.base_url, model="x", long_text="error")
+    client = EmbeddingClient(base_url=server.base_url, long_text="error")
     huge = "token " * (10 * 1024 * 1024 // 6)
     with pytest.raises(InvalidInputError, match=r"index 0 has \d{6,} tokens, more than max_tokens=32768"):
         client.embed_documents([huge])
 
 
 def test_https_to_an_http_server_is_a_connection_error(server: ManagedServer) -> None:
-    client = EmbeddingClient(base_url=server.base_url.replace("http://", "https://"), model="x", max_retries=0)
+    client = EmbeddingClient(base_url=server.base_url.replace("http://", "https://"), max_retries=0)
     with pytest.raises(APIConnectionError, match="could not connect"):
         client.embed_documents(["x"])
 

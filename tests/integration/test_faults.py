@@ -57,7 +57,7 @@ def test_a_restarted_server_lets_a_retry_complete(qwen_model_dir: Path) -> None:
     srv = make_server(qwen_model_dir)
     with srv:
         port = srv.port
-        client = EmbeddingClient(base_url=srv.base_url, model="x", max_retries=1)
+        client = EmbeddingClient(base_url=srv.base_url, max_retries=1)
         want = np.array(client.embed_documents(["persist me"]))
     with pytest.raises(APIConnectionError):
         client.embed_documents(["persist me"])
@@ -71,9 +71,7 @@ def test_one_call_survives_a_server_restart_through_its_retries(qwen_model_dir: 
     texts = [f"restart text {i} " + "word " * (i % 40) for i in range(3000)]
     first = make_server(qwen_model_dir).start()
     port = first.port
-    client = EmbeddingClient(
-        base_url=first.base_url, model="x", batch_size=16, max_concurrency=2, max_retries=12, timeout=30
-    )
+    client = EmbeddingClient(base_url=first.base_url, batch_size=16, max_concurrency=2, max_retries=12, timeout=30)
     worker, done, errors = embed_in_background(client, texts)
     second: ManagedServer | None = None
     try:
@@ -87,7 +85,7 @@ def test_one_call_survives_a_server_restart_through_its_retries(qwen_model_dir: 
         assert not worker.is_alive()
         assert not errors, errors
         assert len(done) == 1 and len(done[0]) == len(texts)
-        fresh = EmbeddingClient(base_url=second.base_url, model="x")
+        fresh = EmbeddingClient(base_url=second.base_url)
         sample = list(range(0, len(texts), 97))
         np.testing.assert_allclose(
             np.array(done[0])[sample], np.array(fresh.embed_documents([texts[i] for i in sample])), atol=TOL
@@ -133,9 +131,7 @@ def call_timeout(client: EmbeddingClient, use_async: bool) -> None:
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 def test_slow_server_times_out_with_retries_and_leaks_nothing(slow_server: str, use_async: bool) -> None:
-    client = EmbeddingClient(
-        base_url=slow_server, model="x", timeout=0.5, max_retries=2, max_concurrency=4, batch_size=1
-    )
+    client = EmbeddingClient(base_url=slow_server, timeout=0.5, max_retries=2, max_concurrency=4, batch_size=1)
     used_workers: list[str] = []
     original = threading.Thread.start
 
@@ -162,7 +158,7 @@ def test_slow_server_times_out_with_retries_and_leaks_nothing(slow_server: str, 
 
 def test_64_async_callers_get_the_sequential_results(server: ManagedServer) -> None:
     texts = [f"caller text {i} " + "x " * (i % 11) for i in range(64)]
-    client = EmbeddingClient(base_url=server.base_url, model="x")
+    client = EmbeddingClient(base_url=server.base_url)
     reference = np.array(client.embed_documents(texts))
     query_ref = np.array(client.embed_queries(texts))
 
@@ -185,7 +181,7 @@ def test_64_async_callers_get_the_sequential_results(server: ManagedServer) -> N
 def test_16_threads_share_one_object(server: ManagedServer) -> None:
     from langchain_qwen_sglang import QwenSGLangEmbeddings
 
-    emb = QwenSGLangEmbeddings(base_url=server.base_url, model="x", batch_size=3)
+    emb = QwenSGLangEmbeddings(base_url=server.base_url, batch_size=3)
     texts = [f"thread {i} text" for i in range(32)]
     reference = np.array(emb.embed_documents(texts))
     errors: list[BaseException] = []
@@ -209,7 +205,7 @@ def test_16_threads_share_one_object(server: ManagedServer) -> None:
 
 def test_sync_calls_work_inside_a_running_event_loop(server: ManagedServer) -> None:
     # Jupyter runs cells inside an event loop: the sync API must not need one.
-    client = EmbeddingClient(base_url=server.base_url, model="x", batch_size=2)
+    client = EmbeddingClient(base_url=server.base_url, batch_size=2)
 
     async def cell() -> int:
         return len(client.embed_documents(["a", "b", "c", "d", "e"]))

@@ -107,7 +107,7 @@ def test_kill_midway_then_rerun_gives_exactly_the_records(server: ManagedServer,
     assert len(stored) == 5000 and set(stored) == set(expected)  # 0 duplicates, 0 missing
     # what was written before the crash is intact: equal to a fresh embedding of the same text
     again = col.get(ids=before["ids"], include=["embeddings", "documents"])
-    fresh = EmbeddingClient(base_url=server.base_url, model="x").embed(again["documents"]).vectors
+    fresh = EmbeddingClient(base_url=server.base_url).embed(again["documents"]).vectors
     order = {cid: k for k, cid in enumerate(before["ids"])}
     old = np.array([before["embeddings"][order[cid]] for cid in again["ids"]])
     np.testing.assert_allclose(old, fresh, atol=TOL)
@@ -123,7 +123,7 @@ def test_changed_file_replaces_its_chunks_and_nothing_else(server: ManagedServer
     a, b = docs / "a.md", docs / "b.txt"
     a.write_text("Alpha one is here.\n\nAlpha two is here.\n\nAlpha three is here.")
     b.write_text("Beta is unchanged.")
-    client = EmbeddingClient(base_url=server.base_url, model="x")
+    client = EmbeddingClient(base_url=server.base_url)
     col = collection(tmp_path / "chroma")
     first = ingest([docs], client=client, collection=col, max_chars=20, show_progress=False)
     assert (first.chunks, first.embedded, first.deleted) == (4, 4, 0)
@@ -155,12 +155,12 @@ def test_a_collection_of_another_width_is_refused(server: ManagedServer, tmp_pat
     col = collection(tmp_path / "db")
     ingest(
         [tmp_path / "a.txt"],
-        client=EmbeddingClient(base_url=server.base_url, model="x"),
+        client=EmbeddingClient(base_url=server.base_url),
         collection=col,
         show_progress=False,
     )
     (tmp_path / "b.txt").write_text("other text")
-    narrow = EmbeddingClient(base_url=server.base_url, model="x", dimensions=64)
+    narrow = EmbeddingClient(base_url=server.base_url, dimensions=64)
     with pytest.raises(ValueError, match="128-d vectors but this run produces 64-d"):
         ingest([tmp_path / "b.txt"], client=narrow, collection=col, show_progress=False)
     assert col.count() == 1
@@ -187,7 +187,10 @@ def test_chroma_embedding_function_instructs_queries_only(server: ManagedServer,
     }
     for cid, dist in zip(res["ids"][0], res["distances"][0], strict=True):
         assert dist == pytest.approx(1 - float(np.dot(q, docs[cid])), abs=1e-4)
-    assert QwenSGLangEmbeddingFunction.build_from_config(ef.get_config()).client.base_url == server.base_url
+    rebuilt = QwenSGLangEmbeddingFunction.build_from_config(ef.get_config())
+    assert rebuilt.client.base_url == server.base_url and rebuilt.client.settings.model == "Qwen3-Embedding-test"
+    # settings left unset stay unset (learned from the server again), not frozen to the defaults
+    assert set(ef.get_config()) == {"base_url", "model"}
 
 
 def test_bad_collection_name_is_one_clear_line(server: ManagedServer, tmp_path: Path) -> None:
@@ -209,7 +212,7 @@ def test_llama_index_vector_store_is_resumable_and_replaces_changed_files(
     note.write_text("First version of the note. " * 5)
     chroma = chromadb.PersistentClient(path=str(tmp_path / "db")).get_or_create_collection("llama-docs")
     store = ChromaVectorStore(chroma_collection=chroma)
-    client = EmbeddingClient(base_url=server.base_url, model="x")
+    client = EmbeddingClient(base_url=server.base_url)
 
     first = ingest([data, note], client=client, store=store, show_progress=False)
     assert first.embedded == 301 and chroma.count() == 301
@@ -237,9 +240,9 @@ def test_langchain_vector_store_is_resumable(
 
     data = tmp_path / "data.jsonl"
     ids = write_records(data, 120)
-    embeddings = QwenSGLangEmbeddings(base_url=server.base_url, model="x")
+    embeddings = QwenSGLangEmbeddings(base_url=server.base_url)
     store = InMemoryVectorStore(embeddings)  # no add_embeddings: the store embeds with our class
-    client = EmbeddingClient(base_url=server.base_url, model="x")
+    client = EmbeddingClient(base_url=server.base_url)
 
     with caplog.at_level("WARNING", logger="qwen_sglang.ingest"):
         first = ingest([data], client=client, store=store, show_progress=False)
@@ -254,7 +257,7 @@ def test_langchain_vector_store_is_resumable(
 def test_unknown_store_is_refused(server: ManagedServer, tmp_path: Path) -> None:
     from qwen_sglang.errors import ConfigurationError
 
-    client = EmbeddingClient(base_url=server.base_url, model="x")
+    client = EmbeddingClient(base_url=server.base_url)
     with pytest.raises(ConfigurationError, match="LangChain VectorStore or a LlamaIndex vector store, not dict"):
         ingest([tmp_path], client=client, store={}, show_progress=False)
 

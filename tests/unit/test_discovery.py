@@ -218,3 +218,20 @@ def test_auth_errors_are_raised_and_connection_errors_are_not_cached() -> None:
     assert client.server_facts is None  # nothing learned: the next call asks again
     assert len(client.embed_documents(["d"])[0]) == 2560
     assert client.model == "embed"
+
+
+def test_a_server_without_get_is_one_that_names_no_model() -> None:
+    # a stub that implements only POST answers 501 to the discovery GETs: never worth a retry
+    gets: list[str] = []
+
+    def post_only(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            gets.append(request.url.path)
+            return httpx.Response(501, text="Unsupported method ('GET')")
+        return httpx.Response(200, json=ok_body(1, 2560))
+
+    client = EmbeddingClient(
+        base_url="http://mock:1/v1", http_client=httpx.Client(transport=httpx.MockTransport(post_only))
+    )
+    assert len(client.embed_documents(["d"])[0]) == 2560
+    assert gets == ["/v1/models", "/model_info", "/get_model_info", "/server_info"]  # each once
