@@ -48,7 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _server import add_server_args, open_server  # noqa: E402
+import _server  # noqa: E402
+from _server import add_server_args, open_server, process_cpu_seconds  # noqa: E402
 
 from qwen_sglang import EmbeddingClient  # noqa: E402
 from qwen_sglang.demo import load_corpus  # noqa: E402
@@ -225,7 +226,7 @@ def main() -> None:
             best = sweep(base_url, model, texts[: args.sweep_n], fmt)
         print(f"  raw shape: batch={best[0]} concurrency={best[1]}")
         peers = {"langchain-openai", "llamaindex-openai-like"}
-        runs: dict[str, list[tuple[float, float]]] = {}
+        runs: dict[str, list[tuple[float, float, float | None]]] = {}
         ours = json.loads(args.ours_settings) if args.ours_settings else None
         table = contenders(base_url, model, best, ours, args.gpu_shape_too)
         ours_shape = probe.request_shape if not ours else dict(ours)
@@ -235,19 +236,25 @@ def main() -> None:
         for r in range(args.repeats):
             for name, fn in table.items():
                 subset = texts[: args.peer_n] if args.peer_n and name in peers else texts
+                s0 = process_cpu_seconds(_server.started_pid)
                 c0, t0 = cpu_seconds(), time.perf_counter()
                 count = fn(subset)
                 wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+                s1 = process_cpu_seconds(_server.started_pid)
+                server_cpu = s1 - s0 if s0 is not None and s1 is not None else None
                 assert count == len(subset), (name, count)
-                runs.setdefault(name, []).append((wall, cpu))
-                print(f"  round {r + 1} {name:<24} {len(subset) / wall:8.1f} vectors/s  cpu {cpu:6.1f}s", flush=True)
+                runs.setdefault(name, []).append((wall, cpu, server_cpu))
+                shown = f"  server cpu {server_cpu:6.1f}s" if server_cpu is not None else ""
+                rate = len(subset) / wall
+                print(f"  round {r + 1} {name:<24} {rate:8.1f} vectors/s  cpu {cpu:6.1f}s{shown}", flush=True)
 
     rows = []
-    raw_rate = len(texts) / statistics.median(w for w, _ in runs["raw"])
+    raw_rate = len(texts) / statistics.median(w for w, _, _ in runs["raw"])
     for name, values in runs.items():
         n = min(args.peer_n, len(texts)) if args.peer_n and name in peers else len(texts)
-        wall = statistics.median(w for w, _ in values)
-        cpu = statistics.median(c for _, c in values)
+        wall = statistics.median(w for w, _, _ in values)
+        cpu = statistics.median(c for _, c, _ in values)
+        server = [sc for _, _, sc in values if sc is not None]
         rows.append(
             {
                 "client": name,
@@ -255,13 +262,24 @@ def main() -> None:
                 "vectors_s": n / wall,
                 "tokens_s": sum(counts[:n]) / wall,
                 "cpu_s_per_1k": 1000 * cpu / n,
+                "server_cpu_s_per_1k": 1000 * statistics.median(server) / n if server else None,
                 "vs_raw": n / wall / raw_rate,
+                # each round's rate over raw's in the same round: robust to a background load
+                # that drifts between rounds (a shared machine)
+                "vs_raw_paired": statistics.median(
+                    (n / w) / (len(texts) / rw) for (w, _, _), (rw, _, _) in zip(values, runs["raw"], strict=True)
+                ),
+                "rounds_vectors_s": [n / w for w, _, _ in values],
             }
         )
-    header = "| client | vectors/s | tokens/s | client CPU s / 1k vectors | vs raw |\n|---|---|---|---|---|\n"
+    header = (
+        "| client | vectors/s | tokens/s | client CPU s / 1k vectors | server CPU s / 1k vectors | vs raw "
+        "| vs raw, median of rounds |\n|---|---|---|---|---|---|---|\n"
+    )
     body = "".join(
         f"| {r['client']} | {r['vectors_s']:.1f} | {r['tokens_s']:.0f} | {r['cpu_s_per_1k']:.2f} | "
-        f"{r['vs_raw']:.2f} |\n"
+        + (f"{r['server_cpu_s_per_1k']:.2f}" if r["server_cpu_s_per_1k"] is not None else "-")
+        + f" | {r['vs_raw']:.2f} | {r['vs_raw_paired']:.2f} |\n"
         for r in rows
     )
     if limit_tps:
