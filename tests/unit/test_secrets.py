@@ -42,6 +42,8 @@ def no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def recording_client(seen: list[httpx.Request], **kw: Any) -> EmbeddingClient:
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":  # the client's discovery step: a server that names no model
+            return httpx.Response(404, json={"message": "Not Found"})
         seen.append(request)
         return httpx.Response(500, json={"message": "boom"})
 
