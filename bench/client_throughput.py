@@ -149,6 +149,8 @@ def sweep(base_url: str, model: str, texts: list[str], fmt: str) -> tuple[int, i
         (256, 4),
         (1000, 1),
         (1000, 2),
+        (2000, 1),
+        (4096, 1),
     ]
     for batch, conc in shapes:
         start = time.perf_counter()

@@ -56,6 +56,7 @@ from qwen_sglang.errors import (
     ModelMismatchError,
     NotFoundError,
     QwenSGLangError,
+    RequestTooLargeError,
     status_error_class,
 )
 from qwen_sglang.instructions import query_prompt
@@ -95,6 +96,7 @@ _UNKNOWN_MAX_TOKENS = 512  # threshold for exact counting until the server's lim
 #: Discovery answers that stop the client (the embedding request would fail the same way);
 #: any other error status means "this server does not have that endpoint".
 _DISCOVERY_FATAL = frozenset({401, 403}) | _RETRY_STATUS
+_DISCOVERY_ANSWER = 1 << 20  # a discovery answer is a small JSON object (SGLang's /server_info: ~10 KB)
 
 
 # --------------------------------------------------------------------------------------------
@@ -797,7 +799,7 @@ class EmbeddingClient:
     def _probe_flow(self, path: str, *, root: bool = False) -> Flow[Any]:
         """GET a discovery endpoint: its JSON object, or ``None`` where the server has none."""
         try:
-            body = yield from self._request_flow("GET", path, root=root)
+            body = yield from self._request_flow("GET", path, root=root, max_bytes=_DISCOVERY_ANSWER)
         except APIStatusError as exc:
             if exc.status_code in _DISCOVERY_FATAL:
                 raise
@@ -991,6 +993,10 @@ class EmbeddingClient:
             try:
                 limit = _embeddings_answer_limit(len(batch), st.native_dim)
                 body = yield from self._request_flow("POST", "/embeddings", payload, max_bytes=limit)
+            except RequestTooLargeError as exc:
+                if len(batch) < 2:
+                    raise
+                return (yield from self._split_flow(batch, dims, exc))
             except BadRequestError as exc:
                 msg = (exc.server_message or str(exc)).lower()
                 if send_dims and "matryoshka" in msg:
@@ -1017,6 +1023,31 @@ class EmbeddingClient:
                 st.prompt_tokens += tokens
                 st.requests += 1
             return self._fit_width(vectors, dims), tokens
+
+    def _split_flow(self, batch: list[_Item], dims: int | None, exc: RequestTooLargeError) -> Flow[tuple[Vectors, int]]:
+        """A batch the server refused as too large (413: its per-request limit on inputs, tokens
+        or bytes): embed its halves, in order. Token budgets are estimated from UTF-8 length
+        (digits take up to 3x the estimate), so a budget the server advertised can overshoot;
+        later requests get half the refused one's estimate, unless ``max_batch_tokens`` was set."""
+        st = self._state
+        estimate = sum(item.cost() for item in batch)
+        if "max_batch_tokens" not in self.settings.explicit_fields:
+            with st.lock:
+                budget = st.shape["max_batch_tokens"]
+                st.shape["max_batch_tokens"] = min(budget, max(1, estimate // 2))
+            if st.shape["max_batch_tokens"] < budget:
+                logger.warning(
+                    "the server refused a request of %d texts (~%d tokens estimated) as too large (%s): "
+                    "sending it in halves, and at most ~%d tokens per request from now on",
+                    len(batch),
+                    estimate,
+                    exc.server_message or exc,
+                    st.shape["max_batch_tokens"],
+                )
+        half = len(batch) // 2
+        first, first_tokens = yield from self._batch_flow(batch[:half], dims)
+        second, second_tokens = yield from self._batch_flow(batch[half:], dims)
+        return np.concatenate([first, second]), first_tokens + second_tokens
 
     def _fit_width(self, vectors: Vectors, dims: int | None) -> Vectors:
         st = self._state

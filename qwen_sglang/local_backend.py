@@ -703,12 +703,12 @@ def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) ->
             # The request shape this backend is fastest with, in the client's setting names: a
             # padded forward pass over length-sorted texts wastes least with a few large
             # requests, and small concurrent ones compete with it for the same cores
-            # (docs/benchmarks.md). Clients use it unless their settings say otherwise. The
-            # token budget keeps a 4x margin under this server's per-request cap: clients
-            # estimate tokens from UTF-8 length (digits, one token each, take 3x the estimate).
+            # (docs/benchmarks.md). Clients use it unless their settings say otherwise. Their
+            # token budget is an estimate from UTF-8 length: a request it lets over this
+            # server's cap (digit-heavy text) gets a 413, which the client answers by splitting.
             "client_defaults": {
                 "batch_size": config.max_inputs_per_request,
-                "max_batch_tokens": max(1, config.max_request_tokens // 4),
+                "max_batch_tokens": config.max_request_tokens,
                 "max_concurrency": 1,
             },
         }

@@ -100,7 +100,7 @@ def test_a_gzip_bomb_is_refused_while_streaming_without_growing_the_client() -> 
 def test_all_zero_vectors_from_a_server_are_a_typed_error(use_async: bool) -> None:
     """A server whose pooling is broken answers zeros: never a valid Qwen3 embedding."""
     with broken_server("zero") as url:
-        client = EmbeddingClient(base_url=url, model="m", max_retries=0)
+        client = EmbeddingClient(base_url=url, max_retries=0)  # the model it names, whatever it is
         with pytest.raises(MalformedResponseError, match="all zeros.*qwen-sglang doctor"):
             embed(client, ["a text", "another"], use_async)
         client.close()
@@ -110,7 +110,7 @@ def test_all_zero_vectors_from_a_server_are_a_typed_error(use_async: bool) -> No
 def test_empty_text_zero_policy_still_gives_zero_rows(use_async: bool) -> None:
     """The client's own ``empty_text="zero"`` rows are made by the client, not refused."""
     with broken_server("identical") as url:  # any server: only the non-empty text is sent
-        client = EmbeddingClient(base_url=url, model="m", empty_text="zero", max_retries=0)
+        client = EmbeddingClient(base_url=url, empty_text="zero", max_retries=0)
         out = embed(client, ["a text", "  "], use_async)
         client.close()
     assert any(out[0]) and not any(out[1])
@@ -134,4 +134,6 @@ def test_a_proxy_from_the_environment_is_still_used(use_async: bool, monkeypatch
         client = EmbeddingClient(base_url="http://embedding-server.invalid:9/v1", model="m", max_retries=0)
         assert len(embed(client, ["a"], use_async)) == 1
         client.close()
-    assert seen == [b"POST http://embedding-server.invalid:9/v1/embeddings HTTP/1.1"]
+    # every request went through the proxy: the client's discovery GETs, then the embedding
+    assert seen[-1] == b"POST http://embedding-server.invalid:9/v1/embeddings HTTP/1.1"
+    assert all(line.split()[1].startswith(b"http://embedding-server.invalid:9/") for line in seen)

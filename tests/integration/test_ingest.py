@@ -420,7 +420,7 @@ def test_a_dead_server_stops_the_run_with_a_summary_and_the_rerun_completes(
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
         wait_for_progress(proc, 300)
         assert doomed.pid is not None
-        os.killpg(doomed.pid, signal.SIGKILL)
+        os.killpg(os.getpgid(doomed.pid), signal.SIGKILL)  # the server and its group (led by its watchdog)
         _, err = proc.communicate(timeout=180)
     assert proc.returncode == 1, err[-2000:]
     text = err.decode()
@@ -468,7 +468,7 @@ def test_the_old_batch_names_still_work_with_a_warning(server: ManagedServer, tm
     (tmp_path / "a.txt").write_text("some text")
     out = run_ingest(server, tmp_path / "a.txt", tmp_path / "db", "docs", "--no-progress", "--batch", "5")
     assert out.returncode == 0 and "--batch is deprecated: use --chunks-per-write" in out.stderr
-    client = EmbeddingClient(base_url=server.base_url, model="x")
+    client = EmbeddingClient(base_url=server.base_url)
     with pytest.warns(DeprecationWarning, match="chunks_per_write"):
         report = ingest([tmp_path / "a.txt"], client=client, collection=collection(tmp_path / "db2"), batch_size=5)
     assert report.embedded == 1

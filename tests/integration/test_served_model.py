@@ -179,12 +179,27 @@ def test_a_url_only_client_takes_the_local_backends_request_shape(server: Manage
 
     learned = EmbeddingClient(base_url=server.base_url)
     assert requests_for(learned) == 1  # one request of 100 texts, not 4 of 32
-    assert learned.request_shape == {"batch_size": 1000, "max_batch_tokens": 1_000_000, "max_concurrency": 1}
+    advertised = {"batch_size": 4096, "max_batch_tokens": 1 << 20, "max_concurrency": 1}  # its own caps
+    assert learned.request_shape == advertised
     # explicit settings win, each on its own
     told = EmbeddingClient(base_url=server.base_url, batch_size=10, max_concurrency=4)
     assert requests_for(told) == 10
-    assert told.request_shape == {"batch_size": 10, "max_batch_tokens": 1_000_000, "max_concurrency": 4}
+    assert told.request_shape == advertised | {"batch_size": 10, "max_concurrency": 4}
     # the frameworks' classes take the same shape
     lc = QwenSGLangEmbeddings(base_url=server.base_url)
     lc.embed_documents(texts[:3])
     assert lc.client.request_shape == learned.request_shape
+
+
+def test_a_learned_budget_the_server_refuses_is_split_not_failed(qwen_model_dir: Path) -> None:
+    # digits are one token each: the client's UTF-8 estimate is a third of the real count, so the
+    # budget the local backend advertises (its own cap) lets a 413 through; the client splits
+    if BACKEND != "local":
+        pytest.skip("the local backend's per-request token cap")
+    texts = [" ".join(f"{i:03d}{j:03d}" for j in range(20)) for i in range(60)]  # ~140 tokens each
+    with LocalEmbeddingServer(qwen_model_dir, extra_args=["--max-request-tokens", "2000"]) as srv:
+        client = EmbeddingClient(base_url=srv.base_url)
+        got = client.embed_documents(texts)
+        assert client.request_shape["max_batch_tokens"] < 2000  # lowered after the refusal
+        one_by_one = EmbeddingClient(base_url=srv.base_url, batch_size=1).embed_documents(texts)
+    np.testing.assert_allclose(got, one_by_one, atol=TOL)

@@ -26,6 +26,7 @@ from qwen_sglang import (
     MalformedResponseError,
     NotFoundError,
     RateLimitError,
+    RequestTooLargeError,
 )
 from qwen_sglang import client as client_module
 
@@ -552,3 +553,31 @@ def test_the_size_bound_leaves_room_for_another_models_wider_vectors(use_async: 
     rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]), dim=4096)))
     with pytest.raises(MalformedResponseError, match="returned 4096-d vectors"):
         embed(make_client(rec, model="Qwen/Qwen3-Embedding-0.6B", encoding_format="float"), ["a"] * 32, use_async)
+
+
+@both
+def test_413_splits_the_batch_in_order_and_lowers_a_learned_budget(use_async: bool) -> None:
+    # a server with a per-request cap the client's estimate overshot (the local backend's tokens)
+    advertised = {"/server_info": {"client_defaults": {"batch_size": 1000, "max_batch_tokens": 100_000}}}
+
+    def handler(request: httpx.Request, payload: dict[str, Any]) -> httpx.Response:
+        n = len(payload["input"])
+        if n > 3:
+            return error(413, f"Request too large: {n} inputs")
+        first = int(payload["input"][0].split()[1])
+        return httpx.Response(200, json=ok_body(n, seed0=first))
+
+    rec = Recorder(handler, advertised)
+    client = make_client(rec)
+    texts = [f"text {i}" for i in range(10)]
+    out = embed(client, texts, use_async)
+    np.testing.assert_allclose(out, [vec(i) for i in range(10)], atol=1e-6)  # every row its own text
+    sizes = [len(p["input"]) for p in rec.requests]
+    assert sizes == [10, 5, 2, 3, 5, 2, 3]  # refused, then halves until each fits
+    assert client.request_shape["max_batch_tokens"] < 100_000  # learned budgets shrink
+    # a budget set explicitly stays (the batch is still split), and one text too large is an error
+    told = make_client(Recorder(handler, advertised), max_batch_tokens=100_000)
+    assert len(embed(told, texts, use_async)) == 10 and told.request_shape["max_batch_tokens"] == 100_000
+    alone = make_client(Recorder(lambda r, p: error(413, "Request too large"), advertised))
+    with pytest.raises(RequestTooLargeError):
+        embed(alone, ["x"], use_async)
