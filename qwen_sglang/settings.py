@@ -266,8 +266,9 @@ class QwenSGLangSettings(BaseModel):
 
     server: Any = Field(default=None, exclude=True, repr=False)
     """A managed server (`qwen_sglang.SGLangServer`, `qwen_sglang.LocalEmbeddingServer`);
-    its URL, key and model name are used unless given explicitly, and so are the request sizes
-    that suit its backend (``server.client_defaults``: large requests for the local backend)."""
+    its URL, key and model name are used unless given explicitly. The request sizes that suit
+    its backend come from the server itself at the first call, as for any client (the local
+    backend advertises few large requests)."""
 
     if not TYPE_CHECKING:  # type checkers keep the signature pydantic derives from the fields
 
@@ -311,9 +312,6 @@ class QwenSGLangSettings(BaseModel):
                     data[name] = getattr(srv, name)
             if data.get("api_key") is None and getattr(srv, "api_key", None) is not None:
                 data["api_key"] = srv.api_key
-            for name, value in getattr(srv, "client_defaults", {}).items():
-                if data.get(name) is None:
-                    data[name] = value
         return data
 
     @model_validator(mode="after")

@@ -185,10 +185,12 @@ def test_a_url_only_client_takes_the_local_backends_request_shape(server: Manage
     told = EmbeddingClient(base_url=server.base_url, batch_size=10, max_concurrency=4)
     assert requests_for(told) == 10
     assert told.request_shape == advertised | {"batch_size": 10, "max_concurrency": 4}
-    # the frameworks' classes take the same shape
+    # the frameworks' classes and a client made with server= take the same shape, from the server
     lc = QwenSGLangEmbeddings(base_url=server.base_url)
     lc.embed_documents(texts[:3])
-    assert lc.client.request_shape == learned.request_shape
+    managed = EmbeddingClient(server=server)
+    assert requests_for(managed) == 1
+    assert lc.client.request_shape == managed.request_shape == advertised
 
 
 def test_a_learned_budget_the_server_refuses_is_split_not_failed(qwen_model_dir: Path) -> None:
