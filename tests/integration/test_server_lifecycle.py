@@ -234,20 +234,21 @@ def test_a_client_made_from_a_server_gets_the_request_sizes_of_its_backend(serve
     texts = [f"sized text {i} " + "word " * (i % 30) for i in range(300)]
     reference = np.array(EmbeddingClient(base_url=server.base_url, model=server.model).embed_documents(texts))
     made = EmbeddingClient(server=server)
-    if BACKEND == "local":  # few large requests: what the local backend is fastest with
-        assert (made.settings.batch_size, made.settings.max_batch_tokens, made.settings.max_concurrency) == (
-            1000,
-            1_000_000,
-            1,
-        )
-    else:  # SGLang keeps the package defaults (measured best on a GPU)
-        assert (made.settings.batch_size, made.settings.max_concurrency) == (32, 8)
-    # explicit settings win, in the core and in the adapters
-    assert EmbeddingClient(server=server, batch_size=16).settings.batch_size == 16
-    assert QwenSGLangEmbeddings(server=server, max_concurrency=4).max_concurrency == 4
     np.testing.assert_allclose(
         np.array(made.embed_documents(texts)), reference, atol=1e-5 if BACKEND == "local" else 2e-2
     )
+    # the shape comes from the server itself at the first call, as for a client given its URL
+    if BACKEND == "local":  # few large requests: what the local backend is fastest with
+        assert made.request_shape == {"batch_size": 4096, "max_batch_tokens": 1 << 20, "max_concurrency": 1}
+    else:  # SGLang advertises none: the package defaults (measured best on a GPU)
+        assert made.request_shape == {"batch_size": 32, "max_batch_tokens": 8192, "max_concurrency": 8}
+    # explicit settings win, in the core and in the adapters
+    told = EmbeddingClient(server=server, batch_size=16)
+    told.embed_documents(texts[:2])
+    assert told.request_shape["batch_size"] == 16
+    adapter = QwenSGLangEmbeddings(server=server, max_concurrency=4)
+    adapter.embed_documents(texts[:2])
+    assert adapter.client.request_shape["max_concurrency"] == 4
 
 
 # ---------------------------------------------------------------------- no orphans (issue 15)
