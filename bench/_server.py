@@ -38,7 +38,7 @@ def open_server(stack: contextlib.ExitStack, args: argparse.Namespace, **options
     the model name to send (``None`` with ``--base-url`` and no ``--model``: our clients learn
     it; others send ``"default"``). ``options`` go to ``launch_server``."""
     if args.serve:
-        from qwen_sglang.server import launch_server
+        from qwen_sglang.servers import launch_server
 
         server = stack.enter_context(launch_server(args.serve, backend=args.backend, **options))
         global started_pid

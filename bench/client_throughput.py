@@ -52,7 +52,7 @@ import _server  # noqa: E402
 from _server import add_server_args, open_server, process_cpu_seconds  # noqa: E402
 
 from qwen_sglang import EmbeddingClient  # noqa: E402
-from qwen_sglang.demo import load_corpus  # noqa: E402
+from qwen_sglang.cli.demo import load_corpus  # noqa: E402
 
 
 def make_texts(n: int, seed: int) -> list[str]:

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from client_throughput import compute_limit, make_texts  # noqa: E402
 
 from qwen_sglang import EmbeddingClient  # noqa: E402
-from qwen_sglang.server import SGLangServer  # noqa: E402
+from qwen_sglang.servers import SGLangServer  # noqa: E402
 
 COMMON = ["--disable-cuda-graph", "--grammar-backend", "none", "--sampling-backend", "pytorch"]
 

@@ -42,7 +42,7 @@ CONTENDERS = ("qwen-sglang ingest", "from_documents + QwenSGLangEmbeddings", "fr
 
 
 def write_docs(path: Path, n: int, seed: int) -> None:
-    from qwen_sglang.demo import load_corpus
+    from qwen_sglang.cli.demo import load_corpus
 
     rng = random.Random(seed)
     words = [w for r in load_corpus() for w in r["text"].split()]

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from client_throughput import make_texts  # noqa: E402
 
 from qwen_sglang import EmbeddingClient  # noqa: E402
-from qwen_sglang.server import LocalEmbeddingServer  # noqa: E402
+from qwen_sglang.servers import LocalEmbeddingServer  # noqa: E402
 
 
 def main() -> None:

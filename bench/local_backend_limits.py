@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 
-from qwen_sglang.server import LocalEmbeddingServer  # noqa: E402
+from qwen_sglang.servers import LocalEmbeddingServer  # noqa: E402
 
 MB = 1 << 20
 

@@ -19,7 +19,7 @@ from llama_index.core.tools import RetrieverTool
 
 from langchain_qwen_sglang import QwenSGLangEmbeddings
 from llama_index_qwen_sglang import QwenSGLangEmbedding
-from qwen_sglang.demo import demo_server
+from qwen_sglang.cli.demo import demo_server
 
 DESCRIPTION = "Search a small encyclopedia (English and Chinese) for passages about a topic."
 

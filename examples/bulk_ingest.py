@@ -13,7 +13,7 @@ import argparse
 import contextlib
 
 from qwen_sglang import EmbeddingClient
-from qwen_sglang.demo import demo_server
+from qwen_sglang.cli.demo import demo_server
 from qwen_sglang.ingest import ingest
 
 

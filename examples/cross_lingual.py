@@ -20,7 +20,7 @@ import argparse
 import numpy as np
 
 from qwen_sglang import EmbeddingClient
-from qwen_sglang.demo import demo_server, load_corpus
+from qwen_sglang.cli.demo import demo_server, load_corpus
 
 #: (question, language of the question, id of the passage that answers it)
 QUESTIONS = [

@@ -8,14 +8,14 @@ embedded Chroma through ``QwenSGLangEmbeddings`` and answers with an LCEL chain
 OpenAI-compatible chat server (for example SGLang serving a chat model) writes the answer;
 without it the answer is the best retrieved passage, and the output says so.
 
-This is what ``qwen-sglang demo`` runs; the chain is in ``qwen_sglang/demo.py`` (``run_demo``).
+This is what ``qwen-sglang demo`` runs; the chain is in ``qwen_sglang/cli/demo.py`` (``run_demo``).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from qwen_sglang.demo import run_demo
+from qwen_sglang.cli.demo import run_demo
 
 
 def main() -> None:

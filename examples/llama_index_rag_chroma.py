@@ -20,7 +20,7 @@ from llama_index.core import Document, Settings, StorageContext, VectorStoreInde
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from llama_index_qwen_sglang import QwenSGLangEmbedding
-from qwen_sglang.demo import DEMO_QUESTIONS, demo_server
+from qwen_sglang.cli.demo import DEMO_QUESTIONS, demo_server
 
 
 def main() -> None:

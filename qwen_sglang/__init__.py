@@ -28,7 +28,7 @@ from qwen_sglang.errors import (
 )
 from qwen_sglang.instructions import DEFAULT_TASK, TASKS, format_query
 from qwen_sglang.presets import PRESETS, ModelPreset, find_preset
-from qwen_sglang.server import LocalEmbeddingServer, ManagedServer, SGLangServer, launch_server
+from qwen_sglang.servers import LocalEmbeddingServer, ManagedServer, SGLangServer, launch_server
 from qwen_sglang.settings import QwenSGLangSettings
 
 __all__ = [

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from qwen_sglang.server import LocalEmbeddingServer, ManagedServer, SGLangServer
+from qwen_sglang.servers import LocalEmbeddingServer, ManagedServer, SGLangServer
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = Path(os.environ.get("QWEN_SGLANG_TEST_MODELS", REPO / ".test-models"))

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from qwen_sglang.server import ManagedServer
+from qwen_sglang.servers import ManagedServer
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -2,7 +2,7 @@
 
 A stand-in until the managed launcher gains ``task="rerank"``: the same `ManagedServer`
 lifecycle (free port, own process group, log file, ``/health`` polled, SIGTERM then SIGKILL)
-around ``python -m qwen_sglang.local_rerank``.
+around ``python -m qwen_sglang.local_backend.rerank``.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import os
 import sys
 from typing import Any
 
-from qwen_sglang.server import ManagedServer
+from qwen_sglang.servers import ManagedServer
 
 
 class LocalRerankServer(ManagedServer):
-    """``python -m qwen_sglang.local_rerank`` as a managed server."""
+    """``python -m qwen_sglang.local_backend.rerank`` as a managed server."""
 
     backend = "local-rerank"
 
@@ -32,7 +32,7 @@ class LocalRerankServer(ManagedServer):
         self.rerank_prompt = rerank_prompt
 
     def command(self) -> list[str]:
-        argv = [sys.executable, "-m", "qwen_sglang.local_rerank", "--model", self.model_path]
+        argv = [sys.executable, "-m", "qwen_sglang.local_backend.rerank", "--model", self.model_path]
         argv += ["--host", self.host, "--port", str(self.port), "--rerank-prompt", self.rerank_prompt]
         if self.served_model_name:
             argv += ["--served-model-name", self.served_model_name]

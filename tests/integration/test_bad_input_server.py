@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from qwen_sglang import APIConnectionError, EmbeddingClient, InvalidInputError
-from qwen_sglang.server import SERVER_API_KEY_ENV, LocalEmbeddingServer, ManagedServer, free_port
+from qwen_sglang.servers import SERVER_API_KEY_ENV, LocalEmbeddingServer, ManagedServer, free_port
 from tests.conftest import BACKEND, TOL
 from tests.integration.process_trees import group_members, wait_until
 
@@ -53,11 +53,11 @@ def test_local_backend_caps_request_size(server: ManagedServer) -> None:
 
 
 def test_binding_all_interfaces_without_a_key_warns(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="qwen_sglang.server"):
+    with caplog.at_level(logging.WARNING, logger="qwen_sglang.servers"):
         LocalEmbeddingServer("/m", host="0.0.0.0")
     assert "without an api_key" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="qwen_sglang.server"):
+    with caplog.at_level(logging.WARNING, logger="qwen_sglang.servers"):
         LocalEmbeddingServer("/m", host="0.0.0.0", api_key="k")
         LocalEmbeddingServer("/m")
     assert caplog.text == ""

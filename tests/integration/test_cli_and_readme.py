@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from qwen_sglang import EmbeddingClient
-from qwen_sglang.server import ManagedServer, SGLangServer
+from qwen_sglang.servers import ManagedServer, SGLangServer
 from tests.conftest import REPO, TOL
 
 

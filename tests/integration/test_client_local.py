@@ -20,7 +20,7 @@ from qwen_sglang import (
     InvalidInputError,
     format_query,
 )
-from qwen_sglang.server import ManagedServer, free_port
+from qwen_sglang.servers import ManagedServer, free_port
 from tests.conftest import TOL, make_server
 
 both = pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])

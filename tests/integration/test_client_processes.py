@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from qwen_sglang import ConfigurationError, EmbeddingClient
-from qwen_sglang.server import ManagedServer
+from qwen_sglang.servers import ManagedServer
 from tests.conftest import TOL
 
 CALLS = 60

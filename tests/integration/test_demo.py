@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qwen_sglang.demo import DEMO_QUESTIONS, load_corpus
+from qwen_sglang.cli.demo import DEMO_QUESTIONS, load_corpus
 
 
 def test_corpus_is_bilingual_and_answers_every_demo_question() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from qwen_sglang.server import ManagedServer, free_port
+from qwen_sglang.servers import ManagedServer, free_port
 from tests.conftest import BACKEND, REPO
 from tests.docs_blocks import Block, adapt, console_steps, output_matches, parse_blocks
 from tests.integration.broken_servers import broken_server

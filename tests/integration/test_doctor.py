@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from qwen_sglang import ServerStartError
-from qwen_sglang.probe import diagnose_log, probe_server
-from qwen_sglang.server import LocalEmbeddingServer, ManagedServer
+from qwen_sglang.servers import LocalEmbeddingServer, ManagedServer
+from qwen_sglang.servers.probe import diagnose_log, probe_server
 from tests.integration.broken_servers import broken_server
 
 

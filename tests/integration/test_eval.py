@@ -14,7 +14,7 @@ import pytest
 from qwen_sglang import EmbeddingClient
 from qwen_sglang.errors import ConfigurationError
 from qwen_sglang.eval import evaluate, load_demo_dataset, mrr_at_k, ndcg_at_k, recall_at_k
-from qwen_sglang.server import ManagedServer
+from qwen_sglang.servers import ManagedServer
 from tests.conftest import BACKEND, TOL
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from qwen_sglang import EmbeddingClient
-from qwen_sglang.chroma import QwenSGLangEmbeddingFunction
 from qwen_sglang.ingest import chunk_id, ingest
-from qwen_sglang.server import ManagedServer
+from qwen_sglang.integrations.chroma import QwenSGLangEmbeddingFunction
+from qwen_sglang.servers import ManagedServer
 from tests.conftest import TOL, make_server
 
 

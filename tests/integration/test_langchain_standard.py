@@ -9,7 +9,7 @@ import pytest
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests
 
 from langchain_qwen_sglang import QwenSGLangEmbeddings
-from qwen_sglang.server import ManagedServer
+from qwen_sglang.servers import ManagedServer
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from llama_index_qwen_sglang import QwenSGLangEmbedding
-from qwen_sglang.server import ManagedServer
+from qwen_sglang.servers import ManagedServer
 from tests.conftest import TOL
 
 FACTS = {

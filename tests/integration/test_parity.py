@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from qwen_sglang import EmbeddingClient, format_query
-from qwen_sglang.demo import load_corpus
-from qwen_sglang.server import ManagedServer
+from qwen_sglang.cli.demo import load_corpus
+from qwen_sglang.servers import ManagedServer
 from tests.conftest import BACKEND
 
 MIN_COSINE = 0.99999 if BACKEND == "local" else 0.999

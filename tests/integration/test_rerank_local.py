@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from qwen_sglang.rerank_format import RerankTemplate, format_body
-from qwen_sglang.server import ManagedServer
+from qwen_sglang.servers import ManagedServer
 from tests.conftest import RERANK_CONTEXT
 from tests.integration.rerank_servers import LocalRerankServer
 from tests.unit.test_rerank_format import QWEN_INSTRUCTION, QWEN_PREFIX, QWEN_SUFFIX

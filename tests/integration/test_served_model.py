@@ -20,7 +20,7 @@ from langchain_qwen_sglang import QwenSGLangEmbeddings
 from llama_index_qwen_sglang import QwenSGLangEmbedding
 from qwen_sglang import EmbeddingClient, LocalEmbeddingServer, ModelMismatchError
 from qwen_sglang.instructions import DEFAULT_TASK
-from qwen_sglang.server import ManagedServer, free_port
+from qwen_sglang.servers import ManagedServer, free_port
 from tests.conftest import BACKEND, TOL
 
 QWEN_PROMPT = f"Instruct: {DEFAULT_TASK}\nQuery:"

@@ -18,7 +18,14 @@ import httpx
 import pytest
 
 from qwen_sglang import ServerStartError
-from qwen_sglang.server import LocalEmbeddingServer, ManagedServer, SGLangServer, cuda_visible, free_port, launch_server
+from qwen_sglang.servers import (
+    LocalEmbeddingServer,
+    ManagedServer,
+    SGLangServer,
+    cuda_visible,
+    free_port,
+    launch_server,
+)
 from tests.conftest import BACKEND, make_server
 from tests.integration.process_trees import TreeServer, alive, group_alive, run_owner, wait_until
 
@@ -255,7 +262,7 @@ def test_a_client_made_from_a_server_gets_the_request_sizes_of_its_backend(serve
 
 _OWNER_LOCAL = r"""
 import json, os, sys, time
-from qwen_sglang.server import LocalEmbeddingServer
+from qwen_sglang.servers import LocalEmbeddingServer
 server = LocalEmbeddingServer(sys.argv[1]).start()
 print(json.dumps({"pid": server.pid, "pgid": os.getpgid(server.pid), "url": server.root_url}), flush=True)
 time.sleep(600)
@@ -439,7 +446,7 @@ def test_serve_without_the_local_extra_says_what_to_install(qwen_model_dir: Path
     assert "pip install 'qwen-sglang[local]'" in out.stderr and "Traceback" not in out.stderr
     # the managed servers' checks need no web framework either (core modules only)
     check = _BLOCK_LOCAL_EXTRA + (
-        "from qwen_sglang.server import LocalEmbeddingServer, ServerStartError\n"
+        "from qwen_sglang.servers import LocalEmbeddingServer, ServerStartError\n"
         "try:\n    LocalEmbeddingServer(sys.argv[1]).start()\n"
         "except ServerStartError as exc:\n    print(exc)\n"
         "print('fastapi imported:', 'fastapi' in sys.modules)\n"
@@ -507,7 +514,7 @@ class _SGLangEcho(SGLangServer):
 
 
 def test_sglang_gets_its_key_in_a_private_config_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("qwen_sglang.server._sglang_reads_config", lambda: True)  # as with sglang >= 0.5.5
+    monkeypatch.setattr("qwen_sglang.servers._sglang_reads_config", lambda: True)  # as with sglang >= 0.5.5
     srv = _SGLangEcho("/m", api_key="sk-sglang-secret-777", startup_timeout=30)
     with pytest.raises(ServerStartError) as info:
         srv.start()
@@ -521,8 +528,8 @@ def test_sglang_gets_its_key_in_a_private_config_file(monkeypatch: pytest.Monkey
 def test_older_sglang_gets_its_key_on_argv_with_a_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("qwen_sglang.server._sglang_reads_config", lambda: False)
+    monkeypatch.setattr("qwen_sglang.servers._sglang_reads_config", lambda: False)
     srv = _SGLangEcho("/m", api_key="sk-sglang-secret-778", startup_timeout=30)
-    with pytest.raises(ServerStartError) as info, caplog.at_level(logging.WARNING, logger="qwen_sglang.server"):
+    with pytest.raises(ServerStartError) as info, caplog.at_level(logging.WARNING, logger="qwen_sglang.servers"):
         srv.start()
     assert "--api-key ***" in info.value.log_tail and "visible to local users in ps" in caplog.text

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from langchain_qwen_sglang import QwenSGLangEmbeddings, QwenTokenTextSplitter
-from qwen_sglang.server import ManagedServer
+from qwen_sglang.servers import ManagedServer
 
 TEXT = "\n\n".join(
     f"Paragraph {p}. " + " ".join(f"Sentence {p}.{s} talks about 向量 and embeddings 🚀." for s in range(6))

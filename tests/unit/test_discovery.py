@@ -17,7 +17,7 @@ from qwen_sglang import (
     EmbeddingClient,
     ModelMismatchError,
 )
-from qwen_sglang.discovery import (
+from qwen_sglang.client.discovery import (
     ServerFacts,
     default_query_prompt,
     model_aliases,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from qwen_sglang import ConfigurationError
-from qwen_sglang.server import WRONG_FLAGS, LocalEmbeddingServer, SGLangServer
+from qwen_sglang.servers import WRONG_FLAGS, LocalEmbeddingServer, SGLangServer
 
 
 def argv_of(**kw: Any) -> list[str]:
@@ -170,7 +170,7 @@ def test_cli_errors_are_one_line_without_traceback() -> None:
 
 
 def test_auto_picked_sglang_ports_leave_room_for_the_derived_grpc_port() -> None:
-    from qwen_sglang.server import MAX_SGLANG_PORT
+    from qwen_sglang.servers import MAX_SGLANG_PORT
 
     for _ in range(20):
         assert SGLangServer("/m").port <= MAX_SGLANG_PORT

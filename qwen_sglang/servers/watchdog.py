@@ -1,6 +1,6 @@
 """The watchdog of a managed server: its process group dies with the Python process that owns it.
 
-`qwen_sglang.server.ManagedServer.start` runs this file as a script (``python -I _watchdog.py
+`qwen_sglang.servers.ManagedServer.start` runs this file as a script (``python -I watchdog.py
 OWNER_PID GRACE``, standard library only, nothing of the package imported) *before* the server,
 as the leader of a new process group; the server then joins that group. The watchdog:
 

@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from qwen_sglang._progress import progress_bar
+from qwen_sglang._vectors import normalize_rows
 from qwen_sglang.client import EmbeddingClient
 from qwen_sglang.errors import ConfigurationError, InvalidInputError
 from qwen_sglang.instructions import TASKS, query_prompt
@@ -410,10 +412,9 @@ class EvalReport:
 
 
 # ==================================================================== the evaluation
-def _renorm(rows: F32) -> F32:
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    out: F32 = rows / np.maximum(norms, np.float32(1e-12))
-    return out
+def _prefix_unit(rows: F32) -> F32:
+    """A re-normalised copy (Matryoshka prefixes are views of the corpus matrix)."""
+    return normalize_rows(np.array(rows, dtype=np.float32))
 
 
 def _widths(requested: Sequence[int] | None, native: int, min_dim: int) -> tuple[list[int], list[int]]:
@@ -436,11 +437,7 @@ def _widths(requested: Sequence[int] | None, native: int, min_dim: int) -> tuple
 
 
 def _progress(total: int, show: bool, desc: str) -> Any:
-    if not show:
-        return None
-    from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
-
-    return tqdm(total=total, desc=desc, unit="passage", dynamic_ncols=True)
+    return progress_bar(total=total, unit="passage", desc=desc) if show else None
 
 
 def _embed_corpus(
@@ -521,7 +518,7 @@ def _chroma_bytes_per_vector(matrix: np.memmap[Any, Any], width: int, sample: in
     def size(path: str) -> int:
         return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
 
-    vectors = _renorm(np.asarray(matrix[:sample, :width], dtype=np.float32))
+    vectors = _prefix_unit(np.asarray(matrix[:sample, :width], dtype=np.float32))
     with tempfile.TemporaryDirectory(prefix="qwen-sglang-eval-chroma-") as tmp:
         chroma = chromadb.PersistentClient(path=tmp)
         collection = chroma.create_collection("eval-size", metadata={"hnsw:space": "cosine"})
@@ -665,7 +662,7 @@ def _prefix_check(
         return {}
     width = smaller[-1]
     served = client.embed(head, kind="document", dimensions=width).vectors
-    ours = _renorm(np.asarray(matrix[: len(head), :width], dtype=np.float32))
+    ours = _prefix_unit(np.asarray(matrix[: len(head), :width], dtype=np.float32))
     cosines = np.sum(served * ours, axis=1)
     return {
         "dimensions": width,
@@ -726,7 +723,7 @@ def _search(
     n, native = matrix.shape
     n_q = next(iter(qvecs.values())).shape[0]
     rows_per_chunk = max(256, min(65536, (64 << 20) // (4 * max(native, n_q))))
-    queries = {(label, w): _renorm(np.ascontiguousarray(q[:, :w])) for label, q in qvecs.items() for w in widths}
+    queries = {(label, w): _prefix_unit(np.ascontiguousarray(q[:, :w])) for label, q in qvecs.items() for w in widths}
     best: dict[tuple[str, int], tuple[F32, npt.NDArray[np.int64]]] = {
         key: (np.empty((n_q, 0), np.float32), np.empty((n_q, 0), np.int64)) for key in queries
     }
@@ -737,7 +734,7 @@ def _search(
         chunk = np.asarray(matrix[a : a + rows_per_chunk], dtype=np.float32)
         for w in widths:
             start = time.perf_counter()
-            docs = _renorm(np.ascontiguousarray(chunk[:, :w]))
+            docs = _prefix_unit(np.ascontiguousarray(chunk[:, :w]))
             for label in qvecs:
                 scores = queries[(label, w)] @ docs.T
                 best[(label, w)] = _top_k(scores, a, *best[(label, w)], k)

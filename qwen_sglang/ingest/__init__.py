@@ -42,6 +42,7 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
+from qwen_sglang._progress import progress_bar
 from qwen_sglang.client import EmbeddingClient
 from qwen_sglang.errors import ConfigurationError, QwenSGLangError
 
@@ -1005,12 +1006,8 @@ class _Progress:
         self.lock = threading.Lock()
         self.bar: Any = None
         if show:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
-
             total = sum(f.size for f in inputs.files)
-            self.bar = tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="Ingesting", dynamic_ncols=True
-            )
+            self.bar = progress_bar(total=total, unit="B", desc="Ingesting", unit_scale=True, unit_divisor=1024)
             self._refresh()
 
     def request(self, texts: int, tokens: int, bytes_per_text: float) -> None:

@@ -34,9 +34,11 @@ import httpx
 import numpy as np
 from numpy.typing import NDArray
 
-from qwen_sglang._transport import ACCEPT_ENCODING, Answer, aexchange, exchange, new_async_client, new_sync_client
+from qwen_sglang._progress import progress_bar
+from qwen_sglang._urls import root_url
+from qwen_sglang._vectors import normalize_rows
 from qwen_sglang._version import __version__
-from qwen_sglang.discovery import (
+from qwen_sglang.client.discovery import (
     ServerFacts,
     default_query_prompt,
     parse_facts,
@@ -44,6 +46,7 @@ from qwen_sglang.discovery import (
     same_model,
     served_preset,
 )
+from qwen_sglang.client.transport import ACCEPT_ENCODING, Answer, aexchange, exchange, new_async_client, new_sync_client
 from qwen_sglang.errors import (
     APIConnectionError,
     APIStatusError,
@@ -184,12 +187,6 @@ def _settings_shape(s: QwenSGLangSettings) -> dict[str, int]:
     return {"batch_size": s.batch_size, "max_batch_tokens": s.max_batch_tokens, "max_concurrency": s.max_concurrency}
 
 
-def _normalize(rows: Vectors) -> Vectors:
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    np.divide(rows, norms, out=rows, where=norms > 0)
-    return rows
-
-
 class EmbeddingClient:
     """Framework-free client for Qwen3-Embedding served by SGLang (or the local backend).
 
@@ -267,8 +264,7 @@ class EmbeddingClient:
     @property
     def root_url(self) -> str:
         """The server root (``base_url`` without ``/v1``): where ``/health`` lives."""
-        url = self.settings.base_url
-        return url[: -len("/v1")] if url.endswith("/v1") else url
+        return root_url(self.settings.base_url)
 
     @property
     def model(self) -> str | None:
@@ -811,7 +807,7 @@ class EmbeddingClient:
         return body if isinstance(body, dict) else None
 
     def _discover_flow(self) -> Flow[ServerFacts]:
-        """Learn once what the server serves (`qwen_sglang.discovery`); raise a mismatch."""
+        """Learn once what the server serves (`qwen_sglang.client.discovery`); raise a mismatch."""
         st = self._state
         if st.facts is None:
             models = yield from self._probe_flow("/models")
@@ -1018,7 +1014,7 @@ class EmbeddingClient:
             vectors, tokens = _parse_embeddings(body, len(batch), self.base_url + "/embeddings")
             # SGLang returns bf16-rounded values whose norms are off by up to ~0.3%: restore unit
             # length in float32 (direction unchanged) so dot-product stores see true cosines.
-            _normalize(vectors)
+            normalize_rows(vectors)
             with st.lock:
                 st.prompt_tokens += tokens
                 st.requests += 1
@@ -1079,7 +1075,7 @@ class EmbeddingClient:
             st.client_side_dims = True
         if st.native_dim is None:
             st.native_dim = width
-        return _normalize(np.ascontiguousarray(vectors[:, :dims]))
+        return normalize_rows(np.ascontiguousarray(vectors[:, :dims]))
 
     @staticmethod
     def _aligned(result: EmbeddingResult) -> list[list[float]]:
@@ -1113,9 +1109,7 @@ class _Job:
         for item in items:
             self._remaining[item.target] = self._remaining.get(item.target, 0) + 1
         if show:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
-
-            self._bar = tqdm(total=len(self.send), unit="text", desc="Embedding", dynamic_ncols=True)
+            self._bar = progress_bar(total=len(self.send), unit="text", desc="Embedding")
 
     def stop(self) -> None:
         if self._bar is not None:
@@ -1153,7 +1147,7 @@ class _Job:
             out[position[self.rows[k]]] = vec
         multi = [position[self.rows[k]] for k, n in self._parts.items() if n > 1]
         if multi:
-            out[multi] = _normalize(out[multi])
+            out[multi] = normalize_rows(out[multi])
         return EmbeddingResult(
             vectors=out,
             indices=np.asarray(self.out_indices, dtype=np.int64),

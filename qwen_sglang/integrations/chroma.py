@@ -3,7 +3,7 @@
 Example::
 
     import chromadb
-    from qwen_sglang.chroma import QwenSGLangEmbeddingFunction
+    from qwen_sglang.integrations.chroma import QwenSGLangEmbeddingFunction
 
     ef = QwenSGLangEmbeddingFunction(base_url="http://127.0.0.1:30000/v1", dimensions=1024)
     collection = chromadb.PersistentClient("db").get_or_create_collection(

@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 from pydantic import SecretStr
 
+from qwen_sglang._urls import root_url
 from qwen_sglang.presets import find_preset
 from qwen_sglang.settings import normalize_base_url, redact_url
 
@@ -152,7 +153,7 @@ def probe_server(
     served one (the usual cause of "wrong width" errors: the client points at another model's server).
     """
     base = normalize_base_url(base_url)
-    root = base[: -len("/v1")] if base.endswith("/v1") else base
+    root = root_url(base)
     key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     report = ServerReport(base_url=redact_url(base))  # credentials in the URL are sent, never shown

@@ -24,7 +24,7 @@ passes of at most ``max_batch_tokens`` padded tokens, each row with its own posi
 pair's score does not depend on what it was batched with. Bodies must be JSON (``Content-Type:
 application/json``); requests are capped in bytes, items and tokens.
 
-Run it with ``python -m qwen_sglang.local_rerank --model DIR`` (binds 127.0.0.1:30000). Needs the
+Run it with ``python -m qwen_sglang.local_backend.rerank --model DIR`` (binds 127.0.0.1:30000). Needs the
 ``local`` extra: ``pip install 'qwen-sglang[local]'``.
 """
 
@@ -67,7 +67,7 @@ __all__ = [
     "sglang_template_prompt",
 ]
 
-logger = logging.getLogger("qwen_sglang.local_rerank")
+logger = logging.getLogger("qwen_sglang.local_backend.rerank")
 
 #: The default instruction of SGLang's ``examples/chat_template/qwen3_reranker.jinja`` (it ends
 #: with a period; Qwen's reference instruction does not).
@@ -704,9 +704,9 @@ def serve(config: LocalRerankConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m qwen_sglang.local_rerank --model DIR [--port N] [--rerank-prompt qwen]``."""
+    """``python -m qwen_sglang.local_backend.rerank --model DIR [--port N] [--rerank-prompt qwen]``."""
     p = argparse.ArgumentParser(
-        prog="python -m qwen_sglang.local_rerank",
+        prog="python -m qwen_sglang.local_backend.rerank",
         description="Serve a Qwen3-Reranker on CPU with SGLang's /v1/score and /v1/rerank",
     )
     p.add_argument("--model", required=True, help="model directory (a Qwen3-Reranker)")

@@ -15,7 +15,7 @@ from qwen_sglang.errors import ModelNotAvailableError
 
 __all__ = ["check_model_arg", "is_hub_id", "resolve_model_path"]
 
-logger = logging.getLogger("qwen_sglang.models_path")
+logger = logging.getLogger("qwen_sglang.servers.models_path")
 
 
 def is_hub_id(model: str) -> bool:

@@ -1,0 +1,1 @@
+"""Adapters for libraries other than LangChain and LlamaIndex (each module imports its library)."""
