@@ -15,25 +15,30 @@ import numpy as np
 import pytest
 
 from qwen_sglang import APIConnectionError, APITimeoutError, EmbeddingClient
-from qwen_sglang.server import ManagedServer
+from qwen_sglang.servers import ManagedServer
 from tests.conftest import TOL, make_server
 
 
 def embed_in_background(
     client: EmbeddingClient, texts: list[str]
 ) -> tuple[threading.Thread, list[object], list[BaseException]]:
-    """Start ``client.embed_documents(texts)`` in a thread; its result or exception lands in the lists."""
+    """Start ``client.embed(texts)`` in a thread; its vectors or exception land in the lists.
+    Returns once the first request has been answered, so the rest of the call is in flight."""
     result: list[object] = []
     errors: list[BaseException] = []
+    answered = threading.Event()
 
     def call() -> None:
         try:
-            result.append(client.embed_documents(texts))
+            result.append(client.embed(texts, on_progress=lambda n, t: answered.set()).tolist())
         except BaseException as exc:
             errors.append(exc)
+        finally:
+            answered.set()
 
     worker = threading.Thread(target=call)
     worker.start()
+    assert answered.wait(timeout=120), "no request was answered"
     return worker, result, errors
 
 
@@ -42,7 +47,6 @@ def test_server_killed_mid_call_raises_a_connection_error_and_returns_nothing(qw
     with make_server(qwen_model_dir) as srv:
         client = EmbeddingClient(server=srv, batch_size=16, max_concurrency=2, max_retries=2, timeout=30)
         worker, result, errors = embed_in_background(client, texts)
-        time.sleep(1.5)  # requests are in flight
         assert srv.pid is not None
         os.killpg(os.getpgid(srv.pid), signal.SIGKILL)  # the server and its group
         worker.join(timeout=60)
@@ -71,11 +75,10 @@ def test_one_call_survives_a_server_restart_through_its_retries(qwen_model_dir: 
     texts = [f"restart text {i} " + "word " * (i % 40) for i in range(3000)]
     first = make_server(qwen_model_dir).start()
     port = first.port
-    client = EmbeddingClient(base_url=first.base_url, batch_size=16, max_concurrency=2, max_retries=12, timeout=30)
+    client = EmbeddingClient(base_url=first.base_url, batch_size=16, max_concurrency=2, max_retries=60, timeout=30)
     worker, done, errors = embed_in_background(client, texts)
     second: ManagedServer | None = None
     try:
-        time.sleep(1.5)  # batches are in flight
         assert worker.is_alive(), "the call finished before the server could be killed"
         assert first.pid is not None
         os.killpg(os.getpgid(first.pid), signal.SIGKILL)  # the server and its group
