@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
@@ -34,6 +34,7 @@ __all__ = [
     "EncodingFormat",
     "LongTextPolicy",
     "QwenSGLangSettings",
+    "ServerHandle",
     "normalize_base_url",
     "redact_url",
     "validate_dimensions",
@@ -162,6 +163,46 @@ def validate_dimensions(dimensions: Any, preset: ModelPreset | None, model: str 
 
 #: Never pickled: secrets, and the managed server (a live process of this one).
 _NOT_PICKLED = frozenset({"api_key", "url_credentials", "server"})
+
+
+@runtime_checkable
+class ServerHandle(Protocol):
+    """What a client needs from a server started from Python (`qwen_sglang.servers.ManagedServer`
+    implements it): where it listens, what it serves, its key, and whether its process is alive."""
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port/v1``."""
+        ...
+
+    @property
+    def model(self) -> str:
+        """The model name clients send (the served name, else the model path)."""
+        ...
+
+    @property
+    def api_key(self) -> SecretStr | None:
+        """The key the server requires, if any."""
+        ...
+
+    @property
+    def backend(self) -> str:
+        """``"sglang"`` or ``"local"``."""
+        ...
+
+    @property
+    def pid(self) -> int | None:
+        """The server process's id (``None`` before start)."""
+        ...
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process has ended, else ``None``."""
+        ...
+
+    def logs_tail(self, lines: int = 40) -> str:
+        """The last lines of the server's log."""
+        ...
 
 
 class QwenSGLangSettings(BaseModel):
