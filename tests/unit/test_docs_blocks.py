@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -63,14 +64,44 @@ def test_adapt_points_blocks_at_the_test_server() -> None:
 
 
 ZH_PAGES = sorted((REPO / "docs").rglob("*.zh.md"))
+_HEADING = re.compile(r"^(#{2,6})\s+(.*?)\s*(?:\{#([\w-]+)\})?\s*$")
 
 
-def _skeleton(path: Path) -> tuple[list[tuple[str, str, list[str], str]], int, set[str]]:
+def _slug(text: str) -> str:
+    """The id Python-Markdown's toc gives a heading (its default slugify, inline code unwrapped)."""
+    text = unicodedata.normalize("NFKD", text.replace("`", "")).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", text).strip().lower())
+
+
+def _headings(path: Path) -> list[str]:
+    """``"## id"`` for each heading below the title, outside fenced blocks: its explicit or generated id."""
+    found: list[str] = []
+    fence = ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        opening = re.match(r"^\s*(`{3,}|~{3,})", line)
+        if opening and (not fence or opening.group(1).startswith(fence)):
+            fence = "" if fence else opening.group(1)
+            continue
+        m = None if fence else _HEADING.match(line)
+        if m:
+            found.append(f"{m.group(1)} {m.group(3) or _slug(m.group(2))}")
+    return found
+
+
+def _skeleton(path: Path) -> tuple[list[tuple[str, str, list[str], str]], list[str], set[str]]:
     text = path.read_text(encoding="utf-8")
     blocks = [(b.lang, b.code, b.directives, b.setup) for b in parse_blocks(path)]
-    sections = len(re.findall(r"^## ", text, flags=re.M))
     anchors = set(re.findall(r"\{#([\w-]+)\}", text))
-    return blocks, sections, anchors
+    return blocks, _headings(path), anchors
+
+
+def test_headings_get_the_ids_markdown_gives_them(tmp_path: Path) -> None:
+    assert _slug("Ids: how a JSON-lines `id` relates") == "ids-how-a-json-lines-id-relates"
+    assert _slug("An agent's retrieval tool") == "an-agents-retrieval-tool"
+    assert _slug("From OpenAILike / OpenAIEmbedding") == "from-openailike-openaiembedding"
+    page = tmp_path / "p.md"
+    page.write_text("# Title\n\n## A `b` c\n\n```bash\n## not a heading\n```\n\n### 其他 {#other}\n", encoding="utf-8")
+    assert _headings(page) == ["## a-b-c", "### other"]
 
 
 def test_there_are_chinese_pages() -> None:
@@ -82,12 +113,22 @@ def test_there_are_chinese_pages() -> None:
 def test_chinese_page_is_in_step_with_the_english_one(zh: Path) -> None:
     en = zh.with_name(zh.name.replace(".zh.md", ".md"))
     assert en.exists(), f"{zh.name} has no English page"
-    en_blocks, en_sections, en_anchors = _skeleton(en)
-    zh_blocks, zh_sections, zh_anchors = _skeleton(zh)
+    en_blocks, en_headings, en_anchors = _skeleton(en)
+    zh_blocks, zh_headings, zh_anchors = _skeleton(zh)
     # the same code, directives and hidden setup, in the same order: a change to one page's code
     # must be made to the other
-    assert zh_blocks == en_blocks, f"{zh.name}: code blocks differ from {en.name}"
-    assert zh_sections == en_sections, f"{zh.name}: {zh_sections} sections, {en.name} has {en_sections}"
+    for i, (a, b) in enumerate(zip(parse_blocks(en), parse_blocks(zh), strict=False)):
+        assert (a.lang, a.code, a.directives, a.setup) == (b.lang, b.code, b.directives, b.setup), (
+            f"block {i + 1}: {en.name}:{a.line} differs from {zh.name}:{b.line}"
+        )
+    assert zh_blocks == en_blocks, f"{zh.name}: {len(zh_blocks)} code blocks, {en.name} has {len(en_blocks)}"
+    # the same sections, each with the English heading's id (a Chinese heading carries it as
+    # {#id}), so links into the page, from either language, land on the same section
+    for i, (want, got) in enumerate(zip(en_headings, zh_headings, strict=False)):
+        assert got == want, f"{zh.name}: heading {i + 1} is '{got}', {en.name} has '{want}' (end it with {{#id}})"
+    assert len(zh_headings) == len(en_headings), (
+        f"{zh.name}: {len(zh_headings)} headings, {en.name} has {len(en_headings)}"
+    )
     assert en_anchors <= zh_anchors, f"{zh.name} lacks anchors {en_anchors - zh_anchors}"
 
 
