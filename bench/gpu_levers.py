@@ -225,6 +225,7 @@ def run_config(name: str, extra: str, args: argparse.Namespace, pool: Texts, tok
         extra_args=COMMON + shlex.split(extra),
         env={"CUDA_VISIBLE_DEVICES": str(args.gpu)},
         log_path=args.work / f"gpu{args.gpu}-{name}.log",
+        startup_timeout=args.startup_timeout,
     )
     headers = {"Authorization": f"Bearer {KEY}"} if keyed else {}
     auth = {"api_key": KEY} if keyed else {}
@@ -340,6 +341,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--bulk", type=int, default=4000, help="texts of each bulk job")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--startup-timeout", type=float, default=240)
     parser.add_argument("--work", type=Path, default=Path("/tmp/levers"))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
