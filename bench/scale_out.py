@@ -268,8 +268,9 @@ def managed(
     except Exception as exc:
         s.stop()
         return {"target": label, "error": str(exc)[:1500]}
+    ready_s = time.time() - t0
     try:
-        res = measure(label, s.base_url, s.model, args, pool, busy, names) | {"ready_s": time.time() - t0}
+        res = measure(label, s.base_url, s.model, args, pool, busy, names) | {"ready_s": ready_s}
         info = httpx.get(s.root_url + "/server_info", timeout=30).json()
         res["server_info"] = {k: info.get(k) for k in ("dp_size", "tp_size", "version")}
     finally:
