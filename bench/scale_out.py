@@ -8,7 +8,8 @@ router's own facts (argv, readiness endpoints, process tree, routes, shutdown).
 ``--launch-workers`` starts the two single-GPU workers (the argv of ``SGLangServer(...).command()``,
 one per GPU) in sessions of their own and returns at once, so a later command on the same machine
 finds them warm (``--workers FILE``). Each target is measured with ``raw-16x16`` / ``raw-16x32``
-(async httpx, 16 texts per request, 16 or 32 in flight, base64), ``core-default`` (our
+(async httpx, 16 texts per request, 16 or 32 in flight, base64), ``raw-32x8`` (the client's default
+request shape), ``core-default`` (our
 ``EmbeddingClient`` defaults) and ``core-c16`` (``max_concurrency=16``), interleaved rounds,
 distinct texts; a target that fails is recorded with its error. Needs sglang and sglang-router
 importable, 2 CUDA GPUs. Writes ``scale_out.json`` into ``--out``; prints a table last.
@@ -107,6 +108,7 @@ def contenders(base_url: str, model: str, names: list[str]) -> dict[str, Callabl
     table: dict[str, Callable[[list[str]], int]] = {
         "raw-16x16": lambda t: asyncio.run(raw(base_url, model, t, 16, 16)),
         "raw-16x32": lambda t: asyncio.run(raw(base_url, model, t, 16, 32)),
+        "raw-32x8": lambda t: asyncio.run(raw(base_url, model, t, 32, 8)),  # the client's default shape
         "core-default": core(),
         "core-c16": core(max_concurrency=16),
     }
@@ -310,7 +312,7 @@ def main() -> None:
     print(f"workers healthy at {time.time() - T0:.0f}s: {[w['ready_since_start_s'] for w in workers]}", flush=True)
     pool = Texts(14 * args.rounds * args.n + 2000, seed=7)
     busy = GpuBusy()
-    all4 = ["raw-16x16", "raw-16x32", "core-default", "core-c16"]
+    all4 = ["raw-16x16", "raw-16x32", "raw-32x8", "core-default", "core-c16"]
     result["targets"].append(
         measure(
             "worker0-direct",
