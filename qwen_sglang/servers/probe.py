@@ -1,143 +1,457 @@
-"""Diagnose a running embedding server: what ``qwen-sglang doctor`` and ``SGLangServer.attach`` report."""
+"""Diagnose a running embedding server: what ``qwen-sglang doctor`` and ``SGLangServer.attach`` report.
+
+`probe_server` runs `CHECKS`, a table of small check functions, in order. Each reads what it needs
+through `Probe` (GETs that answer ``None`` for anything but a 200 JSON object, embedding requests
+whose answers are read field by field), so a server answering ``{}`` or an HTML page gets a row
+that says so, never a crash. A check that fails at a gate (unreachable, 401) ends the probe with
+the rest marked "not checked"; checks that need vectors are "not checked" when none came back.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import math
-import re
-import textwrap
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import numpy as np
 from pydantic import SecretStr
 
 from qwen_sglang._urls import root_url
+from qwen_sglang.client.discovery import ServerFacts, same_model
 from qwen_sglang.presets import find_preset
+from qwen_sglang.servers.options import NEWEST_READ, VERIFIED_ON_GPU, parse_version
+from qwen_sglang.servers.report import LOG_SIGNATURES, Check, ServerReport, diagnose_log
 from qwen_sglang.settings import normalize_base_url, redact_url
 
-__all__ = ["LOG_SIGNATURES", "Check", "ServerReport", "diagnose_log", "probe_server"]
-
-Status = Literal["ok", "warn", "fail", "info", "skip"]
-
-#: Start failures recognised in a server log: (regular expression on the lower-cased log, what
-#: happened, the fix). The first match wins, so the specific come before the general.
-LOG_SIGNATURES: list[tuple[str, str, str]] = [
-    (
-        r"address already in use|errno 98",
-        "the port is already in use",
-        "pick another port, or stop the other server (ss -ltnp | grep PORT)",
-    ),
-    (
-        r"no module named '?sglang",
-        "sglang is not installed for this Python",
-        "pip install 'qwen-sglang[sglang]' on the GPU machine, or use --backend local on CPU",
-    ),
-    (
-        r"not enough memory\. please try to increase --mem-fraction-static|not enough memory",
-        "the weights and a KV pool did not fit in mem_fraction_static x the GPU's *total* memory "
-        "(SGLang counts from the total, so another process on the GPU shrinks what is left)",
-        "raise --mem-fraction-static (weights / total memory + 0.1 is enough for embeddings), free the GPU "
-        "(nvidia-smi), or use a smaller model or --tp-size",
-    ),
-    (
-        r"out of memory|outofmemoryerror",
-        "CUDA ran out of memory outside the reserved pool (activations of a large prefill batch, "
-        "CUDA graphs, or another process)",
-        "lower --mem-fraction-static (0.3 for the 4B model on 80 GB), --max-prefill-tokens or "
-        "--chunked-prefill-size, and the client's max_batch_tokens",
-    ),
-    (
-        r"does not exist|not a local folder|repository not found|repositorynotfound|no such file|"
-        r"is not a valid model identifier|modelnotavailable|could not be downloaded|holds no model|"
-        r"we couldn't connect to 'https://huggingface.co'|localentrynotfounderror",
-        "the model could not be found or downloaded",
-        "pass a local directory that holds config.json and the weights, or a hub id on a machine "
-        "that can download it (HF_HUB_OFFLINE=1 needs the model in the cache)",
-    ),
-    (
-        r"unrecognized arguments|ambiguous option",
-        "SGLang rejected a flag",
-        "see the wrong flags in docs/server.md (--enable-flashinfer, --max-num-batched-tokens, --tp)",
-    ),
-    (
-        r"no cuda gpus are available|found no nvidia driver|cuda driver",
-        "no usable CUDA GPU",
-        "use the local backend on CPU (qwen-sglang serve --backend local)",
-    ),
-    (  # last: optional imports can log this beside the real cause
-        r"modulenotfounderror: no module named",
-        "a Python module the server imports is missing",
-        "install it into the server's environment (a normal pip install of sglang brings its dependencies)",
-    ),
-]
+__all__ = ["CHECKS", "LOG_SIGNATURES", "Check", "CheckSpec", "Probe", "ServerReport", "diagnose_log", "probe_server"]
 
 
-def diagnose_log(log: str) -> list[Check]:
-    """Recognise a failed start in a server log: one ``fail`` check per known cause found."""
-    lowered = log.lower()
-    checks: list[Check] = []
-    for pattern, what, fix in LOG_SIGNATURES:
-        match = re.search(pattern, lowered)
-        if match:
-            line = next((ln.strip() for ln in log.splitlines() if re.search(pattern, ln.lower())), "")
-            checks.append(Check("start log", "fail", what + (f'\n"{line[:160]}"' if line else ""), fix))
-            break
-    return checks
+# ------------------------------------------------------------------------------ reading answers
+def _object(response: httpx.Response | None) -> dict[str, Any] | None:
+    """The JSON object of a 200 answer; None for any other status, non-JSON or another JSON type."""
+    if response is None or response.status_code != 200:
+        return None
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _text(data: dict[str, Any] | None, key: str) -> str | None:
+    value = (data or {}).get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _positive(data: dict[str, Any] | None, key: str) -> int | None:
+    value = (data or {}).get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _row(item: Any) -> list[float] | None:
+    vec = item.get("embedding") if isinstance(item, dict) else None
+    if isinstance(vec, str):
+        try:
+            raw = base64.b64decode(vec, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        return [float(x) for x in np.frombuffer(raw[: len(raw) // 4 * 4], dtype="<f4")]
+    if isinstance(vec, list) and vec and all(isinstance(x, int | float) and not isinstance(x, bool) for x in vec):
+        return [float(x) for x in vec]
+    return None
 
 
 @dataclass
-class Check:
-    """One row of the report."""
+class Reply:
+    """An answer of ``/v1/embeddings`` read defensively (``status`` None: no answer at all)."""
 
-    name: str
-    status: Status
-    value: str
-    fix: str = ""
+    status: int | None
+    body: dict[str, Any] | None = None
+    text: str = ""
+    content_type: str = ""
 
-
-@dataclass
-class ServerReport:
-    """What a server is and can do, with a fix for every problem found."""
-
-    base_url: str
-    checks: list[Check] = field(default_factory=list)
-    served_model_name: str | None = None
-    model_path: str | None = None
-    native_dim: int | None = None
-    matryoshka: bool | None = None
-    base64: bool | None = None
-    context_length: int | None = None
-    version: str | None = None
-    is_embedding: bool | None = None
+    @classmethod
+    def of(cls, response: httpx.Response | None) -> Reply:
+        if response is None:
+            return cls(None)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        body = data if isinstance(data, dict) else None
+        return cls(response.status_code, body, response.text[:300], response.headers.get("content-type", ""))
 
     @property
     def ok(self) -> bool:
-        """No check failed (warnings allowed)."""
-        return all(c.status != "fail" for c in self.checks)
+        return self.status == 200
 
-    def table(self) -> str:
-        """The report as a fixed-width text table."""
-        marks = {"ok": "OK", "warn": "WARN", "fail": "FAIL", "info": "INFO", "skip": "-"}
-        width = max(len(c.name) for c in self.checks) if self.checks else 10
-        pad = " " * (2 + 5 + 1 + width + 2)
-        wrap = max(40, 100 - len(pad))
-        lines = [f"qwen-sglang doctor: {self.base_url}", ""]
-        for c in self.checks:
-            body = [
-                w for part in c.value.split("\n") for w in textwrap.wrap(part, wrap, break_on_hyphens=False) or [""]
-            ]
-            if c.fix and c.status in ("warn", "fail", "info"):
-                label = "note" if c.status == "info" else "fix"
-                body += textwrap.wrap(f"{label}: {c.fix}", wrap, subsequent_indent="  ", break_on_hyphens=False)
-            lines.append(f"  {marks[c.status]:<5} {c.name:<{width}}  {body[0]}")
-            lines.extend(pad + b for b in body[1:])
-        lines.append("")
-        lines.append("all checks passed" if self.ok else "problems found: see the fixes above")
-        return "\n".join(lines)
+    def message(self) -> str:
+        """The error message of a non-200 answer (SGLang's ``message``, else the text)."""
+        return _text(self.body, "message") or self.text
+
+    def vectors(self) -> list[list[float]] | None:
+        """The vectors of a 200 answer in ``index`` order; None when it holds none (any malformed part)."""
+        data = (self.body or {}).get("data") if self.ok else None
+        if not isinstance(data, list) or not data:
+            return None
+        rows = [_row(item) for item in data]
+        if any(r is None for r in rows):
+            return None
+        indices = [item.get("index") for item in data]
+        if sorted(i for i in indices if isinstance(i, int)) == list(range(len(data))):
+            rows = [rows[indices.index(i)] for i in range(len(data))]
+        return [r for r in rows if r is not None]
+
+    def is_base64(self) -> bool:
+        data = (self.body or {}).get("data") if self.ok else None
+        return (
+            isinstance(data, list)
+            and bool(data)
+            and isinstance(data[0], dict)
+            and isinstance(data[0].get("embedding"), str)
+        )
+
+    def describe(self) -> str:
+        """What came back, for a failed check: status and message, or what a 200 lacked."""
+        if self.status is None:
+            return "no answer"
+        if self.ok and self.body is None:
+            kind = self.content_type.split(";", 1)[0] or "no content type"
+            return f"200 with a body that is not a JSON object ({kind}: {self.text[:60]!r})"
+        if self.ok:
+            return "200 without vectors (no data[].embedding)"
+        return f"{self.status}: {self.message()[:120]}"
+
+
+_UNAUTHORIZED = object()
+
+
+@dataclass
+class Probe:
+    """What the checks share: the HTTP client, the server's URLs, the report they fill, and the
+    configured model to compare (``model``)."""
+
+    http: httpx.Client
+    base: str
+    root: str
+    report: ServerReport
+    model: str | None = None
+    health: httpx.Response | None = None
+    plain: Reply | None = None
+
+    def get(self, path: str) -> httpx.Response | None:
+        try:
+            return self.http.get(self.root + path)
+        except httpx.HTTPError:
+            return None
+
+    def get_json(self, *paths: str) -> Any:
+        """The first of ``paths`` that answers a JSON object; `_UNAUTHORIZED` on a 401; else None."""
+        for path in paths:
+            response = self.get(path)
+            if response is not None and response.status_code == 401:
+                return _UNAUTHORIZED
+            data = _object(response)
+            if data is not None:
+                return data
+        return None
+
+    def embed(self, payload: dict[str, Any]) -> Reply:
+        body = {"model": self.report.served_model_name or "default", **payload}
+        try:
+            return Reply.of(self.http.post(self.base + "/embeddings", json=body))
+        except httpx.HTTPError:
+            return Reply(None)
+
+    def vectors(self, texts: Sequence[str]) -> np.ndarray | None:
+        rows = self.embed({"input": list(texts), "encoding_format": "float"}).vectors()
+        if rows is None or len(rows) != len(texts) or len({len(r) for r in rows}) != 1:
+            return None
+        return np.asarray(rows, dtype=np.float64)
+
+
+CheckResult = Check | list[Check] | None
+CheckFn = Callable[[Probe], CheckResult]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One entry of `CHECKS`. ``gate``: a failure ends the probe; ``needs_vectors``: skipped when
+    the server gave no vectors; ``row``: the check always reports a row (so "not checked" when skipped)."""
+
+    name: str
+    run: CheckFn
+    gate: bool = False
+    needs_vectors: bool = False
+    row: bool = True
+
+
+# --------------------------------------------------------------------------------------- checks
+def _reachable(p: Probe) -> Check:
+    try:
+        p.health = p.http.get(p.root + "/health")
+    except httpx.HTTPError as exc:
+        fix = "start a server (qwen-sglang serve --model MODEL) or check the host and port"
+        return Check("reachable", "fail", f"no ({type(exc).__name__})", fix)
+    return Check("reachable", "ok", "yes")
+
+
+def _healthy(p: Probe) -> Check:
+    code = p.health.status_code if p.health is not None else "no answer"
+    if code == 200:
+        return Check("healthy", "ok", "200 on /health")
+    fix = "the server is still loading or warming up: wait, then run doctor again"
+    return Check("healthy", "fail", f"{code} on /health", fix)
+
+
+def _api_key(p: Probe) -> Check | None:
+    info = p.get_json("/model_info", "/get_model_info")
+    if info is _UNAUTHORIZED:
+        return Check(
+            "api key", "fail", "401 Unauthorized", "pass the server's --api-key (QWEN_SGLANG_API_KEY or --api-key)"
+        )
+    p.report.model_path = _text(info, "model_path")
+    if isinstance(info, dict) and isinstance(info.get("is_generation"), bool):
+        p.report.is_embedding = not info["is_generation"]
+    return None
+
+
+def _discovery(p: Probe) -> None:
+    """What ``/v1/models`` and ``/server_info`` say (no row of its own)."""
+    models = p.get_json("/v1/models")
+    data = models.get("data") if isinstance(models, dict) else None
+    entry = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
+    p.report.served_model_name = _text(entry, "id")
+    p.report.context_length = _positive(entry, "max_model_len")
+    info = p.get_json("/server_info", "/get_server_info")
+    version = info.get("version") if isinstance(info, dict) else None
+    p.report.version = str(version) if isinstance(version, str | int | float) and version != "" else None
+
+
+def _embedding_model(p: Probe) -> Check:
+    p.plain = reply = p.embed({"input": ["qwen-sglang doctor probe"]})
+    rows = reply.vectors()
+    if rows:
+        p.report.native_dim = len(rows[0])
+        p.report.is_embedding = True
+    elif "is-embedding" in reply.message() or "is_embedding" in reply.message():
+        p.report.is_embedding = False
+    if p.report.is_embedding is False:
+        fix = "restart SGLang with --is-embedding (qwen-sglang serve always passes it)"
+        return Check("embedding model", "fail", "no: the model runs as a generation model", fix)
+    if p.report.native_dim:
+        return Check("embedding model", "ok", "yes")
+    fix = "check the server log; is base_url the embedding server?"
+    return Check("embedding model", "fail", f"/v1/embeddings failed ({reply.describe()})", fix)
+
+
+def _served_model(p: Probe) -> Check:
+    name = p.report.served_model_name
+    return Check("served model", "ok" if name else "warn", name or "unknown", "the server has no /v1/models")
+
+
+def _native_width(p: Probe) -> Check:
+    dim = p.report.native_dim
+    return Check("native width", "ok" if dim else "skip", str(dim or "unknown"))
+
+
+def _configured_model(p: Probe) -> Check | None:
+    """The model the client is configured with against the served one: another width, or a name
+    the client's `same_model` rule does not accept (the client refuses it: ModelMismatchError)."""
+    if not p.model:
+        return None
+    report, model = p.report, p.model
+    served = report.served_model_name or report.model_path or "unknown"
+    preset = find_preset(model)
+    if preset and report.native_dim and report.native_dim != preset.native_dim:
+        return Check(
+            "configured model",
+            "fail",
+            f"{model} makes {preset.native_dim}-d vectors; this server makes {report.native_dim}-d ({served})",
+            f"point base_url at the server of {model}, or set model to the served one ({served})",
+        )
+    names = (report.served_model_name,) if report.served_model_name else ()
+    if not same_model(model, ServerFacts(served_names=names, model_path=report.model_path)):
+        return Check(
+            "configured model",
+            "fail",
+            f"{model} is not the served model ({served}): a client configured so refuses the server",
+            f"set model to the served one ({served}) or leave it unset, or point base_url at a server of {model}",
+        )
+    return Check("configured model", "ok", model)
+
+
+def _vectors_check(p: Probe) -> Check:
+    """Two different texts in one request, and the first alone: zero, NaN, identical, batch-dependent."""
+    texts = [
+        "The cat sat on the mat.",
+        "GPU memory for the KV pool is reserved when the server starts, long before the first request.",
+    ]
+    both, alone = p.vectors(texts), p.vectors(texts[:1])
+    if both is None or alone is None:
+        return Check("vectors", "skip", "not checked (the server did not answer a two-text request)")
+    if not np.isfinite(both).all() or not np.isfinite(alone).all():
+        fix = "float16 overflows in Qwen3: serve with --dtype bfloat16 (or auto)"
+        return Check("vectors", "fail", "NaN or infinite values", fix)
+    norms = np.linalg.norm(both, axis=1)
+    if (norms < 1e-6).any() or np.linalg.norm(alone) < 1e-6:
+        fix = (
+            "the server's pooling or weights are broken: check the model directory and --is-embedding; "
+            "with sentence-transformers or TEI, use the model's own pooling config (last token)"
+        )
+        return Check("vectors", "fail", "all-zero vectors for non-empty texts", fix)
+    unit = both / norms[:, None]
+    between = float(unit[0] @ unit[1])
+    same_text = float(unit[0] @ (alone[0] / np.linalg.norm(alone[0])))
+    if between > 0.9999:
+        fix = (
+            "the server pools a token that does not depend on the text (a pad or BOS token): Qwen3-Embedding "
+            "needs last-token pooling of the end token; serve it with SGLang --is-embedding or the model's "
+            "own sentence-transformers config"
+        )
+        return Check("vectors", "fail", f"two different texts got the same vector (cosine {between:.4f})", fix)
+    if same_text < 0.99:
+        fix = (
+            "right-padded batches with last-token pooling read a pad token: use left padding "
+            "(padding_side='left') or SGLang, which does not pad"
+        )
+        return Check(
+            "vectors", "fail", f"a text's vector changes with its batch (cosine {same_text:.3f} to itself alone)", fix
+        )
+    return Check("vectors", "ok", f"distinct, batch-independent (cosine {between:.2f} between two texts)")
+
+
+def _matryoshka(p: Probe) -> Check:
+    width = min(32, p.report.native_dim or 32)
+    rows = p.embed({"input": ["probe"], "dimensions": width, "encoding_format": "float"}).vectors()
+    if rows is None:
+        p.report.matryoshka = False
+        fix = (
+            "start SGLang with --json-model-override-args '{\"is_matryoshka\": true}' "
+            "(qwen-sglang serve does by default); the client truncates meanwhile"
+        )
+        return Check("matryoshka", "warn", "disabled (dimensions rejected)", fix)
+    p.report.matryoshka = len(rows[0]) == width
+    value = "enabled" if p.report.matryoshka else f"ignored (returned {len(rows[0])}-d)"
+    fix = "SGLang < 0.5.5 ignores dimensions: upgrade; the client truncates meanwhile"
+    return Check("matryoshka", "ok" if p.report.matryoshka else "warn", value, fix)
+
+
+def _base64(p: Probe) -> Check:
+    reply = p.embed({"input": ["probe"], "encoding_format": "base64"})
+    p.report.base64 = reply.is_base64() and reply.vectors() is not None
+    fix = "SGLang >= 0.5.17 answers base64 (smaller, faster); the client falls back to float"
+    return Check(
+        "base64", "ok" if p.report.base64 else "warn", "supported" if p.report.base64 else "not supported", fix
+    )
+
+
+def _empty_input(p: Probe) -> Check:
+    reply = p.embed({"input": [""], "encoding_format": "float"})
+    if reply.ok:
+        return Check("empty input", "info", "accepted by the server")
+    fix = (
+        "the client refuses empty texts before sending (InvalidInputError names the index); "
+        "empty_text='zero' gives them zero vectors instead"
+    )
+    status = reply.status if reply.status is not None else "no answer"
+    return Check("empty input", "info", f"{status}: the server rejects empty strings (SGLang does)", fix)
+
+
+def _context_length(p: Probe) -> Check:
+    ctx = p.report.context_length
+    value = f"{ctx} tokens" if ctx else "unknown"
+    return Check("context length", "ok" if ctx else "warn", value, "the server does not report max_model_len")
+
+
+def _version(p: Probe) -> Check:
+    """The server's version, and whether it is newer than any this project verified on a GPU."""
+    shown = p.report.version
+    if not shown:
+        return Check("version", "skip", "not exposed")
+    newest = VERIFIED_ON_GPU[-1]
+    try:
+        at = parse_version(shown)
+    except ValueError:  # the local backend ("qwen-sglang-local X"), or another server
+        return Check("version", "ok", shown)
+    if shown.startswith("qwen-sglang") or at <= parse_version(newest):
+        return Check("version", "ok", shown)
+    read = at <= parse_version(NEWEST_READ)
+    known = (
+        f"its source was read up to {NEWEST_READ} (docs/compatibility.md: the embedding route matches {newest})"
+        if read
+        else f"newer than {NEWEST_READ}, the newest whose source was read"
+    )
+    return Check(
+        "version",
+        "warn",
+        f"{shown}: newer than the newest SGLang verified on a GPU ({newest}); {known}",
+        f"if something misbehaves, try sglang=={newest} and tell the project (docs/compatibility.md)",
+    )
+
+
+def _speed(p: Probe) -> Check:
+    """One request of 16 texts of about 40 tokens: what a bulk job can expect per request."""
+    sentence = "Embedding servers turn text into vectors that a vector store can search quickly. "
+    texts = [f"Passage {i}. " + sentence * 3 for i in range(16)]
+    p.embed({"input": texts[:2], "encoding_format": "float"})  # warm-up
+    start = time.perf_counter()
+    reply = p.embed({"input": texts, "encoding_format": "float"})
+    elapsed = time.perf_counter() - start
+    if not reply.ok:
+        return Check("speed", "skip", "not measured")
+    rate = len(texts) / elapsed if elapsed > 0 else math.inf
+    value = f"{rate:.0f} vectors/s (16 texts of ~45 tokens in one request: {elapsed * 1000:.0f} ms)"
+    if not (p.report.version or "").startswith("qwen-sglang-local"):
+        return Check("speed", "ok", value)
+    return Check(
+        "speed",
+        "info",
+        value + "\nthe local CPU backend: bulk jobs are bound by the CPU",
+        "send few large requests (a client made with server=LocalEmbeddingServer does; "
+        "qwen-sglang ingest --request-size 1000 --request-tokens 1000000 --max-concurrency 1), "
+        "or serve on a GPU with SGLang",
+    )
+
+
+#: What ``doctor`` checks, in order (the rows of its report).
+CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec("reachable", _reachable, gate=True),
+    CheckSpec("healthy", _healthy),
+    CheckSpec("api key", _api_key, gate=True, row=False),
+    CheckSpec("discovery", _discovery, row=False),
+    CheckSpec("embedding model", _embedding_model),
+    CheckSpec("served model", _served_model),
+    CheckSpec("native width", _native_width),
+    CheckSpec("configured model", _configured_model, row=False),
+    CheckSpec("vectors", _vectors_check, needs_vectors=True),
+    CheckSpec("matryoshka", _matryoshka, needs_vectors=True),
+    CheckSpec("base64", _base64, needs_vectors=True),
+    CheckSpec("empty input", _empty_input, needs_vectors=True),
+    CheckSpec("context length", _context_length),
+    CheckSpec("version", _version),
+    CheckSpec("speed", _speed, needs_vectors=True),
+)
+
+
+def run_checks(probe: Probe, checks: Sequence[CheckSpec] = CHECKS) -> None:
+    """Run ``checks`` in order into ``probe.report`` (a failed gate marks the rest "not checked")."""
+    rows = probe.report.checks
+    stopped = False
+    for spec in checks:
+        if stopped or (spec.needs_vectors and not probe.report.native_dim):
+            if spec.row:
+                rows.append(Check(spec.name, "skip", "not checked"))
+            continue
+        found = spec.run(probe)
+        found = [found] if isinstance(found, Check) else found or []
+        rows.extend(found)
+        stopped = spec.gate and any(c.status == "fail" for c in found)
 
 
 def probe_server(
@@ -149,339 +463,14 @@ def probe_server(
 ) -> ServerReport:
     """Probe ``base_url``: health, model, width, vectors, Matryoshka, base64, empty input, context, version, speed.
 
-    ``model`` is the name the client is configured with: its preset's width is compared with the
-    served one (the usual cause of "wrong width" errors: the client points at another model's server).
+    ``model`` is the name the client is configured with: it is compared with the served one as the
+    client compares them, and its preset's width with the served width (the usual cause of "wrong
+    width" errors: the client points at another model's server).
     """
     base = normalize_base_url(base_url)
-    root = root_url(base)
     key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     report = ServerReport(base_url=redact_url(base))  # credentials in the URL are sent, never shown
-    add = report.checks.append
-
     with httpx.Client(timeout=timeout, headers=headers) as http:
-        try:
-            health = http.get(root + "/health")
-        except httpx.HTTPError as exc:
-            add(
-                Check(
-                    "reachable",
-                    "fail",
-                    f"no ({type(exc).__name__})",
-                    "start a server (qwen-sglang serve --model MODEL) or check the host and port",
-                )
-            )
-            for name in (
-                "healthy",
-                "embedding model",
-                "served model",
-                "native width",
-                "vectors",
-                "matryoshka",
-                "base64",
-                "empty input",
-                "context length",
-                "version",
-                "speed",
-            ):
-                add(Check(name, "skip", "not checked"))
-            return report
-        add(Check("reachable", "ok", "yes"))
-        if health.status_code == 200:
-            add(Check("healthy", "ok", "200 on /health"))
-        else:
-            add(
-                Check(
-                    "healthy",
-                    "fail",
-                    f"{health.status_code} on /health",
-                    "the server is still loading or warming up: wait, then run doctor again",
-                )
-            )
-
-        def get_json(*paths: str) -> Any:
-            for path in paths:
-                try:
-                    r = http.get(root + path)
-                except httpx.HTTPError:
-                    continue
-                if r.status_code == 401:
-                    return {"__unauthorized__": True}
-                if r.status_code == 200:
-                    try:
-                        return r.json()
-                    except ValueError:
-                        continue
-            return None
-
-        info = get_json("/model_info", "/get_model_info")
-        if isinstance(info, dict) and info.get("__unauthorized__"):
-            add(
-                Check(
-                    "api key",
-                    "fail",
-                    "401 Unauthorized",
-                    "pass the server's --api-key (QWEN_SGLANG_API_KEY or --api-key)",
-                )
-            )
-            return report
-        if isinstance(info, dict):
-            report.model_path = info.get("model_path")
-            if "is_generation" in info:
-                report.is_embedding = not info["is_generation"]
-
-        def embed(payload: dict[str, Any]) -> httpx.Response | None:
-            try:
-                return http.post(base + "/embeddings", json={"model": report.served_model_name or "default", **payload})
-            except httpx.HTTPError:
-                return None
-
-        models = get_json("/v1/models")
-        if isinstance(models, dict) and models.get("data"):
-            entry = models["data"][0]
-            report.served_model_name = entry.get("id")
-            if entry.get("max_model_len"):
-                report.context_length = int(entry["max_model_len"])
-
-        plain = embed({"input": ["qwen-sglang doctor probe"]})
-        message = ""
-        if plain is not None and plain.status_code != 200:
-            try:
-                message = str(plain.json().get("message", plain.text))
-            except ValueError:
-                message = plain.text
-        if plain is not None and plain.status_code == 200:
-            vec = plain.json()["data"][0]["embedding"]
-            report.native_dim = len(vec) if isinstance(vec, list) else len(base64.b64decode(vec)) // 4
-            report.is_embedding = True
-        elif "is-embedding" in message or "is_embedding" in message:
-            report.is_embedding = False
-        if report.is_embedding is False:
-            add(
-                Check(
-                    "embedding model",
-                    "fail",
-                    "no: the model runs as a generation model",
-                    "restart SGLang with --is-embedding (qwen-sglang serve always passes it)",
-                )
-            )
-        elif report.is_embedding:
-            add(Check("embedding model", "ok", "yes"))
-        else:
-            status = plain.status_code if plain is not None else "no answer"
-            add(
-                Check(
-                    "embedding model",
-                    "fail",
-                    f"/v1/embeddings failed ({status}: {message[:120]})",
-                    "check the server log; is base_url the embedding server?",
-                )
-            )
-        add(
-            Check(
-                "served model",
-                "ok" if report.served_model_name else "warn",
-                report.served_model_name or "unknown",
-                "the server has no /v1/models",
-            )
-        )
-        add(Check("native width", "ok" if report.native_dim else "skip", str(report.native_dim or "unknown")))
-        if model:
-            _check_configured_model(report, model)
-        if report.native_dim:
-            _check_vectors(report, embed)
-        else:
-            add(Check("vectors", "skip", "not checked"))
-
-        if report.native_dim:
-            probe_dim = min(32, report.native_dim)
-            r = embed({"input": ["probe"], "dimensions": probe_dim, "encoding_format": "float"})
-            if r is not None and r.status_code == 200:
-                width = len(r.json()["data"][0]["embedding"])
-                report.matryoshka = width == probe_dim
-                add(
-                    Check(
-                        "matryoshka",
-                        "ok" if report.matryoshka else "warn",
-                        "enabled" if report.matryoshka else f"ignored (returned {width}-d)",
-                        "SGLang < 0.5.5 ignores dimensions: upgrade; the client truncates meanwhile",
-                    )
-                )
-            else:
-                report.matryoshka = False
-                add(
-                    Check(
-                        "matryoshka",
-                        "warn",
-                        "disabled (dimensions rejected)",
-                        "start SGLang with --json-model-override-args '{\"is_matryoshka\": true}' "
-                        "(qwen-sglang serve does by default); the client truncates meanwhile",
-                    )
-                )
-            r = embed({"input": ["probe"], "encoding_format": "base64"})
-            report.base64 = bool(
-                r is not None and r.status_code == 200 and isinstance(r.json()["data"][0]["embedding"], str)
-            )
-            add(
-                Check(
-                    "base64",
-                    "ok" if report.base64 else "warn",
-                    "supported" if report.base64 else "not supported",
-                    "SGLang >= 0.5.17 answers base64 (smaller, faster); the client falls back to float",
-                )
-            )
-            r = embed({"input": [""], "encoding_format": "float"})
-            if r is not None and r.status_code == 200:
-                add(Check("empty input", "info", "accepted by the server"))
-            else:
-                add(
-                    Check(
-                        "empty input",
-                        "info",
-                        f"{r.status_code if r is not None else 'no answer'}: the server rejects empty strings "
-                        "(SGLang does)",
-                        "the client refuses empty texts before sending (InvalidInputError names the index); "
-                        "empty_text='zero' gives them zero vectors instead",
-                    )
-                )
-        else:
-            add(Check("matryoshka", "skip", "not checked"))
-            add(Check("base64", "skip", "not checked"))
-            add(Check("empty input", "skip", "not checked"))
-
-        add(
-            Check(
-                "context length",
-                "ok" if report.context_length else "warn",
-                f"{report.context_length} tokens" if report.context_length else "unknown",
-                "the server does not report max_model_len",
-            )
-        )
-        server_info = get_json("/server_info", "/get_server_info")
-        if isinstance(server_info, dict) and server_info.get("version"):
-            report.version = str(server_info["version"])
-        add(Check("version", "ok" if report.version else "skip", report.version or "not exposed"))
-        if report.native_dim:
-            _check_speed(report, embed)
-        else:
-            add(Check("speed", "skip", "not checked"))
+        run_checks(Probe(http, base, root_url(base), report, model))
     return report
-
-
-Embed = Callable[[dict[str, Any]], httpx.Response | None]
-
-
-def _vectors(r: httpx.Response | None) -> np.ndarray | None:
-    if r is None or r.status_code != 200:
-        return None
-    try:
-        rows = sorted(r.json()["data"], key=lambda d: d["index"])
-        return np.asarray([d["embedding"] for d in rows], dtype=np.float64)
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _check_configured_model(report: ServerReport, model: str) -> None:
-    preset = find_preset(model)
-    served = report.served_model_name or report.model_path or "unknown"
-    if preset and report.native_dim and report.native_dim != preset.native_dim:
-        report.checks.append(
-            Check(
-                "configured model",
-                "fail",
-                f"{model} makes {preset.native_dim}-d vectors; this server makes {report.native_dim}-d ({served})",
-                f"point base_url at the server of {model}, or set model to the served one ({served})",
-            )
-        )
-    else:  # SGLang does not check the name, so a different name of the same width works
-        report.checks.append(Check("configured model", "ok", model))
-
-
-def _check_vectors(report: ServerReport, embed: Embed) -> None:
-    """Two different texts in one request, and the first alone: zero, NaN, identical, batch-dependent."""
-    texts = [
-        "The cat sat on the mat.",
-        "GPU memory for the KV pool is reserved when the server starts, long before the first request.",
-    ]
-    both = _vectors(embed({"input": texts, "encoding_format": "float"}))
-    alone = _vectors(embed({"input": texts[:1], "encoding_format": "float"}))
-    add = report.checks.append
-    if both is None or alone is None or both.shape[0] != 2:
-        add(Check("vectors", "skip", "not checked (the server did not answer a two-text request)"))
-        return
-    norms = np.linalg.norm(both, axis=1)
-    if not np.isfinite(both).all() or not np.isfinite(alone).all():
-        add(
-            Check(
-                "vectors",
-                "fail",
-                "NaN or infinite values",
-                "float16 overflows in Qwen3: serve with --dtype bfloat16 (or auto)",
-            )
-        )
-        return
-    if (norms < 1e-6).any() or np.linalg.norm(alone) < 1e-6:
-        add(
-            Check(
-                "vectors",
-                "fail",
-                "all-zero vectors for non-empty texts",
-                "the server's pooling or weights are broken: check the model directory and --is-embedding; "
-                "with sentence-transformers or TEI, use the model's own pooling config (last token)",
-            )
-        )
-        return
-    unit = both / norms[:, None]
-    between = float(unit[0] @ unit[1])
-    same_text = float(unit[0] @ (alone[0] / np.linalg.norm(alone[0])))
-    if between > 0.9999:
-        add(
-            Check(
-                "vectors",
-                "fail",
-                f"two different texts got the same vector (cosine {between:.4f})",
-                "the server pools a token that does not depend on the text (a pad or BOS token): Qwen3-Embedding "
-                "needs last-token pooling of the end token; serve it with SGLang --is-embedding or the model's "
-                "own sentence-transformers config",
-            )
-        )
-    elif same_text < 0.99:
-        add(
-            Check(
-                "vectors",
-                "fail",
-                f"a text's vector changes with its batch (cosine {same_text:.3f} to itself alone)",
-                "right-padded batches with last-token pooling read a pad token: use left padding "
-                "(padding_side='left') or SGLang, which does not pad",
-            )
-        )
-    else:
-        add(Check("vectors", "ok", f"distinct, batch-independent (cosine {between:.2f} between two texts)"))
-
-
-def _check_speed(report: ServerReport, embed: Embed) -> None:
-    """One request of 16 texts of about 40 tokens: what a bulk job can expect per request."""
-    sentence = "Embedding servers turn text into vectors that a vector store can search quickly. "
-    texts = [f"Passage {i}. " + sentence * 3 for i in range(16)]
-    embed({"input": texts[:2], "encoding_format": "float"})  # warm-up
-    start = time.perf_counter()
-    r = embed({"input": texts, "encoding_format": "float"})
-    elapsed = time.perf_counter() - start
-    if r is None or r.status_code != 200:
-        report.checks.append(Check("speed", "skip", "not measured"))
-        return
-    rate = len(texts) / elapsed if elapsed > 0 else math.inf
-    value = f"{rate:.0f} vectors/s (16 texts of ~45 tokens in one request: {elapsed * 1000:.0f} ms)"
-    if (report.version or "").startswith("qwen-sglang-local"):
-        report.checks.append(
-            Check(
-                "speed",
-                "info",
-                value + "\nthe local CPU backend: bulk jobs are bound by the CPU",
-                "send few large requests (a client made with server=LocalEmbeddingServer does; "
-                "qwen-sglang ingest --request-size 1000 --request-tokens 1000000 --max-concurrency 1), "
-                "or serve on a GPU with SGLang",
-            )
-        )
-    else:
-        report.checks.append(Check("speed", "ok", value))
