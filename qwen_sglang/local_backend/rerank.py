@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import json
 import logging
 import math
@@ -53,8 +52,9 @@ from starlette.concurrency import run_in_threadpool
 
 from qwen_sglang._version import __version__
 from qwen_sglang.errors import ConfigurationError
-from qwen_sglang.local_backend import READY_LINE, check_model_arg, resolve_model_path
+from qwen_sglang.local_backend.guards import Guard, serve_app
 from qwen_sglang.rerank_format import PREFIX, RerankTemplate, format_body, p_yes
+from qwen_sglang.servers.models_path import check_model_arg, resolve_model_path
 
 __all__ = [
     "LocalRerankConfig",
@@ -112,6 +112,10 @@ class LocalRerankConfig:
     max_items_per_request: int = 4096
     max_request_tokens: int = 2_000_000
     max_request_bytes: int = 64_000_000
+    allowed_hosts: tuple[str, ...] = ()
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    shutdown_timeout: int = 5
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -603,13 +607,7 @@ def create_app(config: LocalRerankConfig, runner: RerankRunner | None = None) ->
     app = FastAPI(title="qwen-sglang local reranker", version=__version__, lifespan=lifespan)
     app.state.runner = runner
 
-    @app.middleware("http")
-    async def auth(request: Request, call_next: Any) -> Any:
-        needs_key = bool(config.api_key) and not request.url.path.startswith("/health")
-        given = request.headers.get("authorization", "").encode()
-        if needs_key and not hmac.compare_digest(given, f"Bearer {config.api_key}".encode()):
-            return JSONResponse({"error": "Unauthorized"}, status_code=401)
-        return await call_next(request)
+    app.add_middleware(Guard, config=config)
 
     @app.exception_handler(_HTTPError)
     async def http_error(request: Request, exc: _HTTPError) -> Any:
@@ -622,6 +620,7 @@ def create_app(config: LocalRerankConfig, runner: RerankRunner | None = None) ->
         return body
 
     @app.get("/health")
+    @app.get("/ready")
     async def health() -> Any:
         return Response(status_code=200 if runner.ready.is_set() and runner.failed is None else 503)
 
@@ -677,30 +676,9 @@ def serve(config: LocalRerankConfig) -> int:
     Prints SGLang's ready line once the model is loaded and warmed (what managed launchers wait
     for besides ``/health``), and exits 1 when the model cannot be loaded.
     """
-    import uvicorn
-
-    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
-        logger.warning("binding %s without --api-key: anyone who can reach this port can use the server", config.host)
     check_model_arg(config.model)
     runner = RerankRunner(config)
-    app = create_app(config, runner)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False)
-    )
-
-    def watch() -> None:
-        runner.ready.wait()
-        if runner.failed is not None:
-            server.should_exit = True
-        else:
-            print(READY_LINE, flush=True)
-
-    threading.Thread(target=watch, name="qwen-sglang-rerank-ready", daemon=True).start()
-    server.run()
-    if runner.failed is not None:
-        print(f"error: {runner.failed}", flush=True)
-        return 1
-    return 0 if server.started else 1
+    return serve_app(config, create_app(config, runner), runner, what="reranker")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

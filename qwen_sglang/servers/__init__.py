@@ -27,7 +27,7 @@ import logging
 import os
 from typing import Any, Literal
 
-from qwen_sglang.errors import ConfigurationError
+from qwen_sglang.errors import ConfigurationError, ServerStartError
 from qwen_sglang.servers.keys import SERVER_API_KEY_ENV, check_api_key, read_api_key
 from qwen_sglang.servers.lifecycle import ManagedServer
 from qwen_sglang.servers.local import (
@@ -53,6 +53,7 @@ __all__ = [
     "ManagedServer",
     "SGLangOptions",
     "SGLangServer",
+    "ServerStartError",
     "check_api_key",
     "choose_backend",
     "cuda_visible",

@@ -393,7 +393,7 @@ class ManagedServer:
                     status = client.get(self.root_url + path).status_code
                 except httpx.HTTPError:
                     status = None
-                if status in (404, 405) and path == "/ready":  # older SGLang: /health is its signal
+                if status in (401, 403, 404, 405) and path == "/ready":  # no open /ready: /health is the signal
                     path = "/health"
                     continue
                 if status == 200:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qwen_sglang import ServerStartError
+from qwen_sglang import ConfigurationError, ServerStartError
 from qwen_sglang.servers import (
     LocalEmbeddingServer,
     ManagedServer,
@@ -112,7 +112,7 @@ def test_auto_backend_picks_local_without_a_gpu(qwen_model_dir: Path) -> None:
     srv = launch_server(qwen_model_dir, start=False, mem_fraction_static=0.3, attention_backend="triton", port=31234)
     assert isinstance(srv, LocalEmbeddingServer) and srv.port == 31234
     # ...and is an error when the backend is named
-    with pytest.raises(TypeError, match="mem_fraction_static"):
+    with pytest.raises(ConfigurationError, match="LocalEmbeddingServer has no option 'mem_fraction_static'"):
         launch_server(qwen_model_dir, "local", start=False, mem_fraction_static=0.3)
 
 
@@ -513,9 +513,8 @@ class _SGLangEcho(SGLangServer):
         return [sys.executable, "-c", _ECHO_ARGS, *super().command()[3:]]  # in place of -m sglang.launch_server
 
 
-def test_sglang_gets_its_key_in_a_private_config_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("qwen_sglang.servers._sglang_reads_config", lambda: True)  # as with sglang >= 0.5.5
-    srv = _SGLangEcho("/m", api_key="sk-sglang-secret-777", startup_timeout=30)
+def test_sglang_gets_its_key_in_a_private_config_file() -> None:
+    srv = _SGLangEcho("/m", api_key="sk-sglang-secret-777", startup_timeout=30, sglang_version="0.5.5")
     with pytest.raises(ServerStartError) as info:
         srv.start()
     lines = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in info.value.log_tail.splitlines()}
@@ -525,11 +524,8 @@ def test_sglang_gets_its_key_in_a_private_config_file(monkeypatch: pytest.Monkey
     assert not Path(lines["argv"].split("--config ")[1].split()[0]).exists()  # removed at stop
 
 
-def test_older_sglang_gets_its_key_on_argv_with_a_warning(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr("qwen_sglang.servers._sglang_reads_config", lambda: False)
-    srv = _SGLangEcho("/m", api_key="sk-sglang-secret-778", startup_timeout=30)
+def test_older_sglang_gets_its_key_on_argv_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    srv = _SGLangEcho("/m", api_key="sk-sglang-secret-778", startup_timeout=30, sglang_version="0.5.4")
     with pytest.raises(ServerStartError) as info, caplog.at_level(logging.WARNING, logger="qwen_sglang.servers"):
         srv.start()
     assert "--api-key ***" in info.value.log_tail and "visible to local users in ps" in caplog.text
