@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 __all__ = ["add_parser", "run"]
@@ -15,9 +14,9 @@ def add_parser(sub: Any) -> None:
     d = sub.add_parser(
         "doctor",
         help="diagnose a running server and say how to fix what is wrong",
-        description="Probe a server: reachable, healthy, embedding model, served name, native width, "
-        "configured model, vectors (zero, NaN, identical, batch-dependent), Matryoshka, base64, empty input, "
-        "context length, version, speed; with --log, the cause of a failed start. Exits 1 on failures.",
+        description="Probe a server: reachable, healthy, embedding model (or a reranker), served name, "
+        "native width, configured model, vectors (zero, NaN, identical, batch-dependent), Matryoshka, base64, "
+        "empty input, context length, version, speed; with --log, the cause of a failed start. Exits 1 on failures.",
     )
     d.set_defaults(handler=run)
     d.add_argument(
@@ -27,8 +26,8 @@ def add_parser(sub: Any) -> None:
     d.add_argument(
         "--model",
         default=None,
-        help="the model your client is configured with (default: $QWEN_SGLANG_MODEL): its width is compared "
-        "with the served one",
+        help="the model your client is configured with (default: $QWEN_SGLANG_MODEL): compared with the "
+        "served one as the client compares them",
     )
     d.add_argument(
         "--log",
@@ -43,16 +42,14 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from qwen_sglang.servers.probe import probe_server
-    from qwen_sglang.settings import DEFAULT_BASE_URL
+    from qwen_sglang.servers.probe import Check, diagnose_log, probe_server
+    from qwen_sglang.settings import QwenSGLangSettings
 
-    base_url = args.base_url or os.environ.get("QWEN_SGLANG_BASE_URL") or DEFAULT_BASE_URL
-    api_key = args.api_key or os.environ.get("QWEN_SGLANG_API_KEY") or None
-    model = args.model or os.environ.get("QWEN_SGLANG_MODEL") or None
-    report = probe_server(base_url, api_key=api_key, model=model, timeout=args.timeout)
+    # The client's settings model reads what the options leave out ($QWEN_SGLANG_BASE_URL, ...).
+    given = {name: value for name in ("base_url", "api_key", "model") if (value := vars(args)[name]) is not None}
+    settings = QwenSGLangSettings(**given)
+    report = probe_server(settings.base_url, api_key=settings.api_key, model=settings.model, timeout=args.timeout)
     if args.log:
-        from qwen_sglang.servers.probe import Check, diagnose_log
-
         with open(args.log, encoding="utf-8", errors="replace") as f:
             found = diagnose_log(f.read())
         report.checks.extend(found or [Check("start log", "ok", f"no known start failure in {args.log}")])

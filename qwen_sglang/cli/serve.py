@@ -1,4 +1,10 @@
-"""``qwen-sglang serve``: start an embedding server (SGLang on a GPU, the local CPU backend otherwise)."""
+"""``qwen-sglang serve``: start a server (SGLang on a GPU, the local CPU backend otherwise).
+
+The server options are not declared here: each is a field of a backend's options model
+(`qwen_sglang.servers.options.SGLangOptions`, `qwen_sglang.servers.local.LocalEmbeddingOptions`,
+`qwen_sglang.servers.local.LocalRerankOptions`) and becomes the flag of its name
+(`qwen_sglang.servers.options.add_flags`), checked by the same model as in Python.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +12,38 @@ import argparse
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from qwen_sglang.servers.local import LocalEmbeddingOptions, LocalRerankOptions
+from qwen_sglang.servers.options import SGLangOptions, add_flags
+
+if TYPE_CHECKING:
+    from qwen_sglang.servers import ManagedServer
 
 __all__ = ["add_parser", "run"]
+
+logger = logging.getLogger("qwen_sglang.cli")
+
+#: Every options model whose fields are flags of ``serve``.
+_MODELS = (SGLangOptions, LocalEmbeddingOptions, LocalRerankOptions)
+
+
+def _option_names() -> list[str]:
+    names: list[str] = []
+    for model in _MODELS:
+        names += [n for n in model.model_fields if n not in names]
+    return names
 
 
 def add_parser(sub: Any) -> None:
     """Declare the command and its options on the subcommand table ``sub``."""
     s = sub.add_parser(
         "serve",
-        help="start an embedding server (SGLang on a GPU, the local CPU backend otherwise)",
-        description="Start an embedding server and run it until Ctrl-C. SGLang always gets "
-        "--is-embedding; Matryoshka dimensions are enabled unless --no-matryoshka. Arguments "
-        "after '--' are passed to SGLang unchanged.",
+        help="start an embedding or reranker server (SGLang on a GPU, the local CPU backend otherwise)",
+        description="Start a server and run it until Ctrl-C. SGLang gets --is-embedding for embedding "
+        "models; Matryoshka dimensions are enabled unless --no-matryoshka. Arguments after '--' are passed "
+        "to SGLang unchanged. With --dry-run, print the exact command (for the installed SGLang, or "
+        "--sglang-version) and exit.",
     )
     s.set_defaults(handler=run)
     s.add_argument(
@@ -26,6 +51,9 @@ def add_parser(sub: Any) -> None:
         choices=["auto", "sglang", "local"],
         default="auto",
         help="auto: SGLang when installed and a CUDA GPU is visible, else local (default)",
+    )
+    s.add_argument(
+        "--task", choices=["embed", "rerank"], default="embed", help="embed (default) or rerank (a Qwen3-Reranker)"
     )
     s.add_argument("--model", "--model-path", dest="model", required=True, help="model directory or hub id")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 exposes it)")
@@ -43,60 +71,41 @@ def add_parser(sub: Any) -> None:
         metavar="PATH",
         help="read the key from the first line of this file (default: $QWEN_SGLANG_SERVER_API_KEY if set)",
     )
+    s.add_argument("--startup-timeout", type=float, default=None, help="seconds to wait for readiness (SGLang)")
     s.add_argument(
-        "--matryoshka",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="allow the 'dimensions' request field (default on)",
-    )
-    s.add_argument("--context-length", type=int, default=None, help="max tokens per input")
-    s.add_argument("--device", default=None, help="sglang: cuda (default) | ...; local: cpu (default) | cuda")
-    s.add_argument("--log-level", default="info", help="server log level (default info)")
-    lb = s.add_argument_group("local backend options")
-    lb.add_argument(
-        "--allowed-hosts",
-        default="",
-        metavar="NAMES",
-        help="comma-separated host names to answer to besides localhost, IP addresses and --host "
-        "(for clients that use a DNS name); '*' for any",
-    )
-    lb.add_argument("--max-request-tokens", type=int, default=None, help="most tokens in one request (default 1048576)")
-    lb.add_argument(
-        "--max-request-bytes", type=int, default=None, help="largest request body in bytes (default 32 MiB)"
-    )
-    lb.add_argument(
-        "--header-timeout",
-        type=float,
+        "--sglang-version",
         default=None,
-        help="seconds a connection may take to send a request's headers (default 10)",
+        metavar="X.Y.Z",
+        help="build SGLang's command for this version (default: the installed one): renamed flags are "
+        "passed in its spelling, removed ones refused",
     )
-    g = s.add_argument_group("SGLang options (ignored by the local backend)")
-    g.add_argument("--tp-size", type=int, default=1, help="tensor parallel GPUs per replica")
-    g.add_argument("--dp-size", type=int, default=1, help="data parallel replicas")
-    g.add_argument(
-        "--mem-fraction-static", type=float, default=None, help="share of GPU memory for weights + KV pool, in (0, 1)"
-    )
-    g.add_argument("--attention-backend", default=None, help="triton | flashinfer | fa3 | torch_native ...")
-    g.add_argument("--max-running-requests", type=int, default=None)
-    g.add_argument("--chunked-prefill-size", type=int, default=None)
-    g.add_argument("--max-prefill-tokens", type=int, default=None)
-    g.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16")
-    g.add_argument(
-        "--allow-auto-truncate",
-        action="store_true",
-        help="let SGLang truncate over-long inputs (drops the end token: prefer the client's long_text)",
-    )
-    g.add_argument("--disable-radix-cache", action="store_true")
-    g.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for /health 200")
     s.add_argument("--dry-run", action="store_true", help="print the exact command and exit (key masked)")
+    sglang_names = set(SGLangOptions.model_fields)
+    local_names = set(LocalEmbeddingOptions.model_fields) | set(LocalRerankOptions.model_fields)
+    both = s.add_argument_group("server options (both backends)")
+    add_flags(both, [LocalEmbeddingOptions, LocalRerankOptions], skip=local_names - sglang_names)
+    add_flags(s.add_argument_group("SGLang options"), [SGLangOptions], skip=sglang_names & local_names)
+    add_flags(
+        s.add_argument_group("local backend options"),
+        [LocalEmbeddingOptions, LocalRerankOptions],
+        skip=sglang_names,
+    )
     s.add_argument("extra", nargs=argparse.REMAINDER, help="after '--': extra SGLang arguments")
 
 
 def run(args: argparse.Namespace) -> int:
-    from qwen_sglang.servers import SERVER_API_KEY_ENV, choose_backend, read_api_key
+    from qwen_sglang.errors import ConfigurationError
+    from qwen_sglang.servers import (
+        SERVER_API_KEY_ENV,
+        LocalEmbeddingServer,
+        LocalRerankServer,
+        SGLangServer,
+        choose_backend,
+        read_api_key,
+    )
 
     if args.api_key is not None:
-        logging.getLogger("qwen_sglang.cli").warning(
+        logger.warning(
             "--api-key puts the key on the command line, where ps shows it to every local user: "
             "prefer --api-key-file or $%s",
             SERVER_API_KEY_ENV,
@@ -108,82 +117,65 @@ def run(args: argparse.Namespace) -> int:
     if backend == "auto":
         backend, why = choose_backend()
         print(f"backend: {backend} ({why})", flush=True)
+    given = {name: value for name in _option_names() if (value := vars(args)[name]) is not None}
     extra = [a for a in (args.extra or []) if a != "--"]
+    cls: type[ManagedServer]
     if backend == "local":
         if extra:
             raise SystemExit("error: extra arguments are only for the sglang backend: " + " ".join(extra))
-        return _serve_local(args, api_key)
-    return _serve_sglang(args, api_key, extra)
-
-
-def _serve_local(args: argparse.Namespace, api_key: str | None) -> int:
-    """The local backend, in this process: checked (model, installed packages, port) before it says anything."""
-    from qwen_sglang.errors import ServerStartError
-    from qwen_sglang.servers import LocalEmbeddingServer, local_extra_hint, missing_local_extra
-    from qwen_sglang.servers.models_path import check_model_arg
-
-    allowed = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
-    opts: dict[str, Any] = {
-        "host": args.host,
-        "served_model_name": args.served_model_name,
-        "api_key": api_key,
-        "matryoshka": args.matryoshka,
-        "context_length": args.context_length,
-        "device": args.device or "cpu",
-        "log_level": args.log_level,
-    }
-    local = LocalEmbeddingServer(args.model, port=args.port or None, allowed_hosts=allowed, **opts)  # validates
-    if args.dry_run:
-        print(local.display_command())
-        return 0
-    check_model_arg(args.model)
-    missing = missing_local_extra()
-    if missing:
-        raise ServerStartError(local_extra_hint(missing))
-    from qwen_sglang.local_backend import LocalBackendConfig, serve
-
-    limits = {
-        name: value
-        for name, value in (
-            ("max_request_tokens", args.max_request_tokens),
-            ("max_request_bytes", args.max_request_bytes),
-            ("header_timeout", args.header_timeout),
+        if args.sglang_version is not None:
+            raise SystemExit("error: --sglang-version is only for the sglang backend")
+        cls = LocalRerankServer if args.task == "rerank" else LocalEmbeddingServer
+    else:
+        cls = SGLangServer
+    options, lacking = cls.split_options(given)
+    if lacking:
+        flags = ", ".join("--" + name.replace("_", "-") for name in lacking)
+        if args.backend != "auto":
+            raise ConfigurationError(f"the {backend} backend has no {flags}")
+        print(f"the {backend} backend has no {flags}: left out", flush=True)
+    launcher: dict[str, Any] = {"host": args.host, "port": args.port or None, "api_key": api_key}
+    launcher |= {"served_model_name": args.served_model_name, "startup_timeout": args.startup_timeout}
+    server: ManagedServer
+    if cls is SGLangServer:
+        server = SGLangServer(
+            args.model, task=args.task, sglang_version=args.sglang_version, extra_args=extra, **launcher, **options
         )
-        if value is not None
-    }
-    return serve(LocalBackendConfig(model=args.model, port=args.port, allowed_hosts=allowed, **opts, **limits))
-
-
-def _serve_sglang(args: argparse.Namespace, api_key: str | None, extra: list[str]) -> int:
-    """SGLang as a managed child: checked before it starts, stopped on Ctrl-C, SIGTERM or exit."""
-    from qwen_sglang.servers import SGLangServer
-
-    server = SGLangServer(
-        args.model,
-        host=args.host,
-        port=args.port or None,
-        tp_size=args.tp_size,
-        dp_size=args.dp_size,
-        mem_fraction_static=args.mem_fraction_static,
-        attention_backend=args.attention_backend,
-        context_length=args.context_length,
-        max_running_requests=args.max_running_requests,
-        chunked_prefill_size=args.chunked_prefill_size,
-        max_prefill_tokens=args.max_prefill_tokens,
-        dtype=args.dtype,
-        served_model_name=args.served_model_name,
-        api_key=api_key,
-        matryoshka=args.matryoshka,
-        allow_auto_truncate=args.allow_auto_truncate,
-        disable_radix_cache=args.disable_radix_cache,
-        device=args.device or "cuda",
-        log_level=args.log_level,
-        extra_args=extra,
-        startup_timeout=args.startup_timeout,
-    )
+    else:
+        server = cls(args.model, **launcher, **options)  # validates
     if args.dry_run:
         print(server.display_command())
         return 0
+    return _serve_sglang(server) if cls is SGLangServer else _serve_local(server, args)
+
+
+def _serve_local(local: ManagedServer, args: argparse.Namespace) -> int:
+    """A local backend, in this process: checked (model, installed packages, port) before it says anything."""
+    from qwen_sglang.errors import ServerStartError
+    from qwen_sglang.servers import local_extra_hint, missing_local_extra
+    from qwen_sglang.servers.models_path import check_model_arg
+
+    check_model_arg(args.model)
+    missing = missing_local_extra(args.task)
+    if missing:
+        raise ServerStartError(local_extra_hint(missing))
+    config = {"model": args.model, "host": args.host, "port": args.port, "served_model_name": args.served_model_name}
+    config |= {"api_key": local.api_key.get_secret_value() if local.api_key is not None else None}
+    config |= local.options.model_dump(exclude_none=True)
+    if args.task == "rerank":
+        from qwen_sglang.local_backend.rerank import LocalRerankConfig
+        from qwen_sglang.local_backend.rerank import serve as serve_rerank
+
+        return serve_rerank(LocalRerankConfig(**config))
+    from qwen_sglang.local_backend import LocalBackendConfig, serve
+
+    return serve(LocalBackendConfig(**config))
+
+
+def _serve_sglang(server: ManagedServer) -> int:
+    """SGLang as a managed child: checked before it starts, stopped on Ctrl-C, SIGTERM or exit."""
+    from qwen_sglang.servers.ports import print_ready_line
+
     server.validate()
 
     def on_term(signum: int, frame: Any) -> None:
@@ -193,8 +185,8 @@ def _serve_sglang(args: argparse.Namespace, api_key: str | None, extra: list[str
     try:
         server.start()
         print(f"SGLang server ready at {server.base_url} (pid {server.pid}, log {server.log_path})", flush=True)
-        print("The server is fired up and ready to roll!", flush=True)
-        code = server.wait()
+        print_ready_line()
+        code: int = server.wait()
         print(f"the SGLang server exited with code {code}\n{server.logs_tail()}", file=sys.stderr)
         return code or 1
     except KeyboardInterrupt:

@@ -140,7 +140,7 @@ class ManagedServer:
         self.startup_timeout = self.default_startup_timeout if startup_timeout is None else startup_timeout
         if self.startup_timeout <= 0:
             raise ConfigurationError("startup_timeout must be positive")
-        self.extra_args = check_extra_args(extra_args)
+        self.extra_args = check_extra_args(extra_args, allowed=self.allowed_extra_flags())
         self.options = parse_options(self.options_model, options, owner=type(self).__name__)
         self.model_path = str(model)
         self.host = host
@@ -171,6 +171,10 @@ class ManagedServer:
         return {**launcher, **backend_only}, [k for k in unknown if k not in cls.launcher_args]
 
     # ------------------------------------------------------------------ what subclasses define
+    def allowed_extra_flags(self) -> frozenset[str]:
+        """Flags of `qwen_sglang.servers.WRONG_FLAGS` this server may get in ``extra_args`` after all."""
+        return frozenset()
+
     def command(self) -> list[str]:
         """The child's argv (no shell is ever involved)."""
         raise NotImplementedError

@@ -281,13 +281,14 @@ WRONG_FLAGS: dict[str, str] = {
 }
 
 
-def check_extra_args(extra_args: Sequence[str]) -> list[str]:
-    """``extra_args`` as a list of strings; `ConfigurationError` for one string or a `WRONG_FLAGS` flag."""
+def check_extra_args(extra_args: Sequence[str], allowed: frozenset[str] = frozenset()) -> list[str]:
+    """``extra_args`` as a list of strings; `ConfigurationError` for one string or a `WRONG_FLAGS`
+    flag (except the ``allowed`` ones)."""
     if isinstance(extra_args, str):
         raise ConfigurationError("extra_args must be a sequence of arguments, not one string")
     for arg in extra_args:
         flag = str(arg).split("=", 1)[0]
-        if flag in WRONG_FLAGS:
+        if flag in WRONG_FLAGS and flag not in allowed:
             raise ConfigurationError(f"{flag}: {WRONG_FLAGS[flag]}")
     return [str(a) for a in extra_args]
 

@@ -25,7 +25,7 @@ from qwen_sglang._urls import root_url
 from qwen_sglang.client.discovery import ServerFacts, same_model
 from qwen_sglang.presets import find_preset
 from qwen_sglang.servers.options import NEWEST_READ, VERIFIED_ON_GPU, parse_version
-from qwen_sglang.servers.report import LOG_SIGNATURES, Check, ServerReport, diagnose_log
+from qwen_sglang.servers.report import LOG_SIGNATURES, Check, Kind, ServerReport, diagnose_log
 from qwen_sglang.settings import normalize_base_url, redact_url
 
 __all__ = ["CHECKS", "LOG_SIGNATURES", "Check", "CheckSpec", "Probe", "ServerReport", "diagnose_log", "probe_server"]
@@ -143,6 +143,8 @@ class Probe:
     model: str | None = None
     health: httpx.Response | None = None
     plain: Reply | None = None
+    info: dict[str, Any] | None = None
+    """``/model_info``'s object, when it answered one."""
 
     def get(self, path: str) -> httpx.Response | None:
         try:
@@ -202,11 +204,14 @@ def _reachable(p: Probe) -> Check:
 
 
 def _healthy(p: Probe) -> Check:
-    code = p.health.status_code if p.health is not None else "no answer"
+    """``/ready`` where the server has it (SGLang 0.5.23, the local backends), else ``/health``."""
+    ready = p.get("/ready")
+    path, answer = ("/ready", ready) if ready is not None and ready.status_code in (200, 503) else ("/health", p.health)
+    code = answer.status_code if answer is not None else "no answer"
     if code == 200:
-        return Check("healthy", "ok", "200 on /health")
+        return Check("healthy", "ok", f"200 on {path}")
     fix = "the server is still loading or warming up: wait, then run doctor again"
-    return Check("healthy", "fail", f"{code} on /health", fix)
+    return Check("healthy", "fail", f"{code} on {path}", fix)
 
 
 def _api_key(p: Probe) -> Check | None:
@@ -218,6 +223,7 @@ def _api_key(p: Probe) -> Check | None:
     p.report.model_path = _text(info, "model_path")
     if isinstance(info, dict) and isinstance(info.get("is_generation"), bool):
         p.report.is_embedding = not info["is_generation"]
+    p.info = info if isinstance(info, dict) else None
     return None
 
 
@@ -231,9 +237,55 @@ def _discovery(p: Probe) -> None:
     info = p.get_json("/server_info", "/get_server_info")
     version = info.get("version") if isinstance(info, dict) else None
     p.report.version = str(version) if isinstance(version, str | int | float) and version != "" else None
+    p.report.kind = _kind(p.info, info if isinstance(info, dict) else None, p.report)
 
 
-def _embedding_model(p: Probe) -> Check:
+def _kind(model_info: dict[str, Any] | None, server_info: dict[str, Any] | None, report: ServerReport) -> Kind | None:
+    """What the server serves: SGLang says ``is_generation`` (false for embedding servers); a
+    generation model whose name or architecture says reranker is a reranker (the local reranker
+    backend also says so in a ``reranker`` block and ``task``)."""
+    if isinstance((model_info or {}).get("reranker"), dict) or (server_info or {}).get("task") == "rerank":
+        return "reranker"
+    if report.is_embedding is None:
+        return None
+    if report.is_embedding:
+        return "embedding"
+    architectures = (model_info or {}).get("architectures")
+    names = [report.model_path, report.served_model_name]
+    names += [a for a in architectures if isinstance(a, str)] if isinstance(architectures, list) else []
+    return "reranker" if any("rerank" in (n or "").lower() for n in names) else "generation"
+
+
+def _reranker(p: Probe) -> list[Check]:
+    """A reranker server: ``/v1/score`` answers, and the embedding checks do not apply."""
+    body = {"query": "doctor", "items": ["probe"], "label_token_ids": [0, 1], "apply_softmax": True}
+    try:
+        answer = _object(p.http.post(p.base + "/score", json=body))
+    except httpx.HTTPError:
+        answer = None
+    scores = (answer or {}).get("scores")
+    served = p.report.served_model_name or p.report.model_path or "a reranker"
+    if isinstance(scores, list) and len(scores) == 1:
+        found = Check("reranker", "ok", f"yes: {served} scores pairs on /v1/score")
+    else:
+        fix = (
+            "check the server log; SGLang serves Qwen3-Reranker without --is-embedding "
+            "(qwen-sglang serve --task rerank)"
+        )
+        found = Check("reranker", "fail", f"{served} looks like a reranker, but /v1/score did not answer scores", fix)
+    note = (
+        "use it with a reranker (QwenSGLangReranker, qwen-sglang rerank); embedding clients need a "
+        "Qwen3-Embedding server (qwen-sglang serve --model Qwen/Qwen3-Embedding-0.6B)"
+    )
+    return [
+        found,
+        Check("embedding model", "info", "no: this is a reranker server (the embedding checks are skipped)", note),
+    ]
+
+
+def _embedding_model(p: Probe) -> Check | list[Check]:
+    if p.report.kind == "reranker":
+        return _reranker(p)
     p.plain = reply = p.embed({"input": ["qwen-sglang doctor probe"]})
     rows = reply.vectors()
     if rows:
@@ -268,6 +320,14 @@ def _configured_model(p: Probe) -> Check | None:
     report, model = p.report, p.model
     served = report.served_model_name or report.model_path or "unknown"
     preset = find_preset(model)
+    if report.kind == "reranker" and (preset is not None or "embedding" in model.lower()):
+        return Check(
+            "configured model",
+            "fail",
+            f"{model} is an embedding model, and this server serves a reranker ({served}): an embedding "
+            "client pointed here fails on its first request",
+            f"point base_url at the server of {model}; use this one with the reranker (QwenSGLangReranker)",
+        )
     if preset and report.native_dim and report.native_dim != preset.native_dim:
         return Check(
             "configured model",

@@ -10,9 +10,11 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["LOG_SIGNATURES", "Check", "ServerReport", "Status", "diagnose_log"]
+__all__ = ["LOG_SIGNATURES", "Check", "Kind", "ServerReport", "Status", "diagnose_log"]
 
 Status = Literal["ok", "warn", "fail", "info", "skip"]
+#: What a server serves, as ``doctor`` tells it.
+Kind = Literal["embedding", "reranker", "generation"]
 
 #: Start failures recognised in a server log: (regular expression on the lower-cased log, what
 #: happened, the fix). The first match wins, so the specific come before the general.
@@ -104,6 +106,8 @@ class ServerReport:
     context_length: int | None = None
     version: str | None = None
     is_embedding: bool | None = None
+    kind: Kind | None = None
+    """``"embedding"``, ``"reranker"`` or ``"generation"`` (None: the server did not say)."""
 
     @property
     def ok(self) -> bool:

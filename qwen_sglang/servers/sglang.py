@@ -17,11 +17,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import SecretStr
 
-from qwen_sglang.errors import ServerStartError
+from qwen_sglang.errors import ConfigurationError, ServerStartError
 from qwen_sglang.servers.lifecycle import ManagedServer
 from qwen_sglang.servers.models_path import is_hub_id
 from qwen_sglang.servers.options import (
@@ -46,6 +46,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("qwen_sglang.servers")
+
+Task = Literal["embed", "rerank"]
 
 
 def sglang_available() -> bool:
@@ -137,10 +139,20 @@ class SGLangServer(ManagedServer):
     options_model: ClassVar[type[SGLangOptions]] = SGLangOptions
     max_port: ClassVar[int] = MAX_SGLANG_PORT
     default_startup_timeout: ClassVar[float] = 900.0
-    launcher_args: ClassVar[frozenset[str]] = ManagedServer.launcher_args | {"sglang_version"}
+    launcher_args: ClassVar[frozenset[str]] = ManagedServer.launcher_args | {"sglang_version", "task"}
     options: SGLangOptions
 
-    def __init__(self, model_path: str | os.PathLike[str], *, sglang_version: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        task: Task = "embed",
+        sglang_version: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if task not in ("embed", "rerank"):
+            raise ConfigurationError(f"task must be 'embed' or 'rerank', got {task!r}")
+        self.task: Task = task
         super().__init__(model_path, **kwargs)
         if sglang_version is not None:
             parse_version(sglang_version)  # a ConfigurationError now, not at start
@@ -165,10 +177,22 @@ class SGLangServer(ManagedServer):
             return self.options.model_copy(update={"attention_backend": "triton"})
         return self.options
 
+    def allowed_extra_flags(self) -> frozenset[str]:
+        """A reranker's ``/v1/rerank`` needs SGLang's ``qwen3_reranker.jinja`` as ``--chat-template``
+        (docs/reranking.md); an embedding server must not get one."""
+        return frozenset({"--chat-template"}) if self.task == "rerank" else frozenset()
+
     def command(self) -> list[str]:
-        argv = [sys.executable, "-m", "sglang.launch_server", "--model-path", self.model_path, "--is-embedding"]
+        argv = [sys.executable, "-m", "sglang.launch_server", "--model-path", self.model_path]
+        # An embedding model runs as one (--is-embedding, Matryoshka allowed); a Qwen3-Reranker is
+        # a causal LM scored on its next-token logits (/v1/score), so it gets neither.
+        options = self._attention()
+        if self.task == "embed":
+            argv.append("--is-embedding")
+        else:
+            options = options.model_copy(update={"matryoshka": False})
         argv += ["--host", self.host, "--port", str(self.port)]
-        argv += render_flags(self._attention())
+        argv += render_flags(options)
         if self.served_model_name:
             argv += ["--served-model-name", self.served_model_name]
         if self.api_key is not None:
