@@ -80,3 +80,42 @@ def broken_server(fault: Fault) -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+#: A canned answer: status, content type, body.
+Canned = tuple[int, str, bytes]
+
+
+@contextmanager
+def canned_server(default: Canned, routes: dict[str, Canned] | None = None) -> Iterator[str]:
+    """Answer every GET and POST with ``default`` (``routes``: per path); yields the base URL.
+
+    For answers no working server gives: ``{}`` or an HTML page with 200 (a proxy's login page, a
+    wrong port), which a diagnosis must report instead of crashing on.
+    """
+    answers = routes or {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            code, kind, data = answers.get(self.path.split("?", 1)[0], default)
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -55,7 +55,7 @@ def test_local_backend_caps_request_size(server: ManagedServer) -> None:
 def test_binding_all_interfaces_without_a_key_warns(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="qwen_sglang.servers"):
         LocalEmbeddingServer("/m", host="0.0.0.0")
-    assert "without an api_key" in caplog.text
+    assert "without an API key" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="qwen_sglang.servers"):
         LocalEmbeddingServer("/m", host="0.0.0.0", api_key="k")

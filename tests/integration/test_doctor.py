@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from qwen_sglang import ServerStartError
 from qwen_sglang.servers import LocalEmbeddingServer, ManagedServer
 from qwen_sglang.servers.probe import diagnose_log, probe_server
-from tests.integration.broken_servers import broken_server
+from tests.integration.broken_servers import broken_server, canned_server
 
 
 def doctor(*args: str) -> subprocess.CompletedProcess[str]:
@@ -101,3 +102,46 @@ def test_doctor_reads_the_log_of_a_server_that_could_not_find_its_model(
     assert out.returncode == 1
     text = flat(out.stdout)
     assert "FAIL reachable" in text and "FAIL start log the model could not be found or downloaded" in text
+
+
+_HTML = (200, "text/html; charset=utf-8", b"<html><body>Please log in</body></html>")
+_EMPTY = (200, "application/json", b"{}")
+_LIST = (200, "application/json", b"[]")
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (_EMPTY, "200 without vectors (no data[].embedding)"),
+        (_HTML, "200 with a body that is not a JSON object (text/html"),
+        (_LIST, "200 with a body that is not a JSON object (application/json"),
+    ],
+    ids=["empty-object", "html", "list"],
+)
+def test_doctor_reports_malformed_answers_instead_of_crashing(answer: tuple[int, str, bytes], says: str) -> None:
+    with canned_server(answer) as url:
+        out = doctor("--base-url", url)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and "KeyError" not in out.stdout + out.stderr
+    assert says in flat(out.stdout), out.stdout
+    assert "FAIL embedding model" in flat(out.stdout) and "problems found" in out.stdout
+
+
+@pytest.mark.parametrize(("version", "warns"), [("0.5.23", True), ("0.5.17", False), ("0.5.30", True)])
+def test_doctor_says_when_sglang_is_newer_than_verified(version: str, warns: bool) -> None:
+    info = (200, "application/json", json.dumps({"version": version}).encode())
+    with canned_server(_EMPTY, {"/server_info": info}) as url:
+        report = probe_server(url)
+    row = next(c for c in report.checks if c.name == "version")
+    assert report.version == version
+    assert (row.status == "warn") is warns, row
+    if warns:
+        assert "newer than the newest SGLang verified on a GPU (0.5.17)" in row.value and "0.5.17" in row.fix
+
+
+def test_doctor_uses_ready_where_the_server_has_it() -> None:
+    starting = (503, "application/json", b"")
+    with canned_server(_EMPTY, {"/ready": starting}) as url:
+        report = probe_server(url)
+    row = next(c for c in report.checks if c.name == "healthy")
+    assert (row.status, row.value) == ("fail", "503 on /ready")  # /health says 200 (as SGLang's before warm-up)

@@ -195,3 +195,85 @@ def test_ingest_request_size_options_reach_the_client(monkeypatch: pytest.Monkey
     assert (settings.batch_size, settings.max_batch_tokens, settings.max_concurrency) == (1000, 1_000_000, 1)  # type: ignore[attr-defined]
     assert main(argv) == 0
     assert (seen["settings"].batch_size, seen["settings"].max_batch_tokens) == (32, 8192)  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------- one options table, versions (issue 17)
+_REMOVED_IN_0523 = ["--cuda-graph-max-bs", "8", "--cuda-graph-bs", "1", "2", "4", "--enable-breakable-cuda-graph"]
+
+
+def test_flags_removed_in_0_5_23_are_never_passed_to_it() -> None:
+    argv = argv_of(sglang_version="0.5.23", disable_cuda_graph=True, extra_args=_REMOVED_IN_0523)
+    for removed in ("--cuda-graph-max-bs", "--cuda-graph-bs", "--enable-breakable-cuda-graph", "--disable-cuda-graph"):
+        assert removed not in argv, argv
+    assert flag_value(argv, "--cuda-graph-max-bs-decode") == "8"
+    assert argv[argv.index("--cuda-graph-bs-decode") + 1 : argv.index("--cuda-graph-bs-decode") + 4] == ["1", "2", "4"]
+    assert flag_value(argv, "--cuda-graph-backend-decode") == "disabled"
+    assert flag_value(argv, "--cuda-graph-backend-prefill") in ("disabled", "breakable")
+
+
+def test_older_sglang_keeps_the_spelling_it_knows() -> None:
+    argv = argv_of(sglang_version="0.5.12", disable_cuda_graph=True, extra_args=["--cuda-graph-max-bs", "8"])
+    assert "--disable-cuda-graph" in argv and flag_value(argv, "--cuda-graph-max-bs") == "8"
+    assert "--cuda-graph-backend-decode" not in argv
+
+
+def test_a_flag_removed_without_replacement_is_refused_before_start() -> None:
+    with pytest.raises(ConfigurationError, match=r"--torchao-config was removed in SGLang 0\.5\.23"):
+        argv_of(sglang_version="0.5.23", extra_args=["--torchao-config", "int8wo"])
+    assert "--torchao-config" in argv_of(sglang_version="0.5.17", extra_args=["--torchao-config", "int8wo"])
+
+
+def test_options_are_validated_by_the_table_naming_the_option() -> None:
+    with pytest.raises(ConfigurationError, match="SGLangServer has no option 'max_num_batched_tokens'"):
+        argv_of(max_num_batched_tokens=8192)
+    with pytest.raises(ConfigurationError, match="not an SGLang version"):
+        argv_of(sglang_version="latest")
+
+
+def test_cli_dry_run_for_a_named_sglang_version() -> None:
+    def dry(*args: str) -> str:
+        cmd = [sys.executable, "-m", "qwen_sglang", "serve", "--backend", "sglang", "--model", "/m", "--dry-run"]
+        out = subprocess.run([*cmd, *args], capture_output=True, text=True, check=False)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip().splitlines()[-1]
+
+    new = dry("--sglang-version", "0.5.23", "--disable-cuda-graph", "--", "--cuda-graph-max-bs", "16")
+    assert "--disable-cuda-graph" not in new and "--cuda-graph-max-bs " not in new
+    assert "--cuda-graph-backend-decode disabled" in new and "--cuda-graph-max-bs-decode 16" in new
+    old = dry("--sglang-version", "0.5.12", "--disable-cuda-graph")
+    assert "--disable-cuda-graph" in old
+
+
+def test_hopper_without_fa3_gets_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qwen_sglang.servers import sglang
+    from qwen_sglang.servers.options import SGLangOptions
+
+    assert sglang.attention_fallback(SGLangOptions(), "9.0", False) is not None
+    assert sglang.attention_fallback(SGLangOptions(), "9.0", True) is None  # FA3 there: SGLang's default
+    assert sglang.attention_fallback(SGLangOptions(), "8.0", False) is None  # Ampere defaults to flashinfer
+    assert sglang.attention_fallback(SGLangOptions(attention_backend="fa3"), "9.0", False) is None  # asked for
+    monkeypatch.setattr(sglang, "gpu_compute_capability", lambda: "9.0")
+    monkeypatch.setattr(sglang, "fa3_installed", lambda: False)
+    assert flag_value(argv_of(), "--attention-backend") == "triton"
+    assert flag_value(argv_of(attention_backend="flashinfer"), "--attention-backend") == "flashinfer"
+
+
+def test_the_options_table_of_the_docs_is_the_options_model() -> None:
+    from qwen_sglang.servers.options import FLAG_CHANGES, SGLangOptions, option_fields
+
+    text = (Path(__file__).parents[2] / "docs" / "server.md").read_text(encoding="utf-8")
+    table = text.split("## Options and their SGLang flags", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| `")]
+    for name, flag in option_fields(SGLangOptions).items():
+        assert any(f"`{name}`" in first and f"`{flag.name}" in second for first, second in rows), name
+    versions = text.split("## Flags across SGLang versions", 1)[1].split("\n## ", 1)[0]
+    for change in FLAG_CHANGES:
+        assert f"| `{change.flag}`" in versions or f"| `{change.flag} " in versions, change.flag
+
+
+def test_a_reranker_gets_no_embedding_flags() -> None:
+    argv = argv_of(task="rerank", extra_args=["--chat-template", "qwen3_reranker.jinja"])
+    assert "--is-embedding" not in argv and "--json-model-override-args" not in argv
+    assert flag_value(argv, "--chat-template") == "qwen3_reranker.jinja"
+    with pytest.raises(ConfigurationError, match="--chat-template"):
+        argv_of(extra_args=["--chat-template", "x.jinja"])  # an embedding server must not get one
