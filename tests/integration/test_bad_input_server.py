@@ -322,3 +322,30 @@ def test_sigterm_stops_a_busy_local_backend_within_seconds(qwen_model_dir: Path)
         big.close()
     assert srv.returncode != -signal.SIGKILL, "the server ignored SIGTERM until it was killed"
     assert answer == b"" or answer.startswith(b"HTTP/1.1 503")
+
+
+def test_the_backend_refuses_what_sglang_refuses_with_its_messages(qwen_model_dir: Path) -> None:
+    """SGLang's ``EmbeddingHandler._validate_request`` and over-long check, message for message."""
+    from tests.conftest import make_server
+
+    with make_server(qwen_model_dir, context_length=16) as srv:
+
+        def message(body: dict[str, Any]) -> str:
+            r = httpx.post(srv.base_url + "/embeddings", json=body, timeout=30)
+            assert r.status_code == 400, r.text
+            return str(r.json()["message"])
+
+        assert message({"input": ""}) == "Input cannot be empty"
+        assert message({"input": " \n"}) == "Input cannot be empty or whitespace only"
+        assert message({"input": ["a", "  "]}) == "Input at index 1 cannot be empty or whitespace only"
+        assert message({"input": [[9707], []]}) == "Input at index 1 cannot be empty"
+        assert message({"input": "x", "encoding_format": "int8"}) == (
+            "encoding_format must be either 'float' or 'base64', got 'int8'"
+        )
+        # exactly the context length is too long for SGLang (4096 of 4096 refused, 4095 passes)
+        assert message({"input": [[9707] * 16]}) == (
+            "The input (16 tokens) is longer than the model's context length (16 tokens)."
+        )
+        ok = httpx.post(srv.base_url + "/embeddings", json={"input": [[9707] * 15]}, timeout=30)
+        assert ok.status_code == 200, ok.text
+        assert httpx.get(srv.root_url + "/ready", timeout=30).status_code == 200
