@@ -106,10 +106,10 @@ def canned_server(default: Canned, routes: dict[str, Canned] | None = None) -> I
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             self._answer()
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._answer()
 
         def log_message(self, *args: Any) -> None:
