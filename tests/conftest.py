@@ -80,8 +80,8 @@ RERANK_CONTEXT = 512
 
 def _rerank_server(model: Path, **options: Any) -> Iterator[ManagedServer]:
     if BACKEND != "local":
-        pytest.skip("the SGLang reranker launcher comes with the managed server's task='rerank'")
-    from tests.integration.rerank_servers import LocalRerankServer
+        pytest.skip("SGLang's reranker needs a GPU (bench/gpu_suite.sh)")
+    from qwen_sglang.servers import LocalRerankServer
 
     with LocalRerankServer(model, context_length=RERANK_CONTEXT, **options) as srv:
         yield srv

@@ -12,13 +12,12 @@ import argparse
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
+from qwen_sglang.servers import ManagedRouter, ManagedServer
 from qwen_sglang.servers.local import LocalEmbeddingOptions, LocalRerankOptions
 from qwen_sglang.servers.options import SGLangOptions, add_flags
-
-if TYPE_CHECKING:
-    from qwen_sglang.servers import ManagedServer
 
 __all__ = ["add_parser", "run"]
 
@@ -80,6 +79,20 @@ def add_parser(sub: Any) -> None:
         "passed in its spelling, removed ones refused",
     )
     s.add_argument("--dry-run", action="store_true", help="print the exact command and exit (key masked)")
+    s.add_argument(
+        "--router",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N workers (SGLang: one per GPU) behind sglang-router on --host/--port, started and stopped as "
+        "one (needs qwen-sglang[router])",
+    )
+    s.add_argument(
+        "--router-policy",
+        choices=["round_robin", "random", "cache_aware", "power_of_two"],
+        default="round_robin",
+        help="how the router spreads requests (default round_robin)",
+    )
     sglang_names = set(SGLangOptions.model_fields)
     local_names = set(LocalEmbeddingOptions.model_fields) | set(LocalRerankOptions.model_fields)
     both = s.add_argument_group("server options (both backends)")
@@ -94,15 +107,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qwen_sglang.errors import ConfigurationError
-    from qwen_sglang.servers import (
-        SERVER_API_KEY_ENV,
-        LocalEmbeddingServer,
-        LocalRerankServer,
-        SGLangServer,
-        choose_backend,
-        read_api_key,
-    )
+    from qwen_sglang.servers import SERVER_API_KEY_ENV, choose_backend, read_api_key
 
     if args.api_key is not None:
         logger.warning(
@@ -117,36 +122,66 @@ def run(args: argparse.Namespace) -> int:
     if backend == "auto":
         backend, why = choose_backend()
         print(f"backend: {backend} ({why})", flush=True)
-    given = {name: value for name in _option_names() if (value := vars(args)[name]) is not None}
     extra = [a for a in (args.extra or []) if a != "--"]
-    cls: type[ManagedServer]
+    if backend == "local" and extra:
+        raise SystemExit("error: extra arguments are only for the sglang backend: " + " ".join(extra))
+    if backend == "local" and args.sglang_version is not None:
+        raise SystemExit("error: --sglang-version is only for the sglang backend")
+    make = _server_factory(args, backend, extra)
+    if args.router:
+        return _serve_router(args, backend, make, api_key)
+    server = make(host=args.host, port=args.port or None, api_key=api_key)  # validates
+    if args.dry_run:
+        print(server.display_command())
+        return 0
+    return _serve_managed(server) if backend == "sglang" else _serve_local(server, args)
+
+
+def _server_factory(args: argparse.Namespace, backend: str, extra: list[str]) -> Callable[..., ManagedServer]:
+    """A function making servers of ``backend`` for ``args`` (host, port, key and env given to it)."""
+    from qwen_sglang.errors import ConfigurationError
+    from qwen_sglang.servers import LocalEmbeddingServer, LocalRerankServer, SGLangServer
+
+    cls: type[ManagedServer] = SGLangServer
     if backend == "local":
-        if extra:
-            raise SystemExit("error: extra arguments are only for the sglang backend: " + " ".join(extra))
-        if args.sglang_version is not None:
-            raise SystemExit("error: --sglang-version is only for the sglang backend")
         cls = LocalRerankServer if args.task == "rerank" else LocalEmbeddingServer
-    else:
-        cls = SGLangServer
+    given = {name: value for name in _option_names() if (value := vars(args)[name]) is not None}
     options, lacking = cls.split_options(given)
     if lacking:
         flags = ", ".join("--" + name.replace("_", "-") for name in lacking)
         if args.backend != "auto":
             raise ConfigurationError(f"the {backend} backend has no {flags}")
         print(f"the {backend} backend has no {flags}: left out", flush=True)
-    launcher: dict[str, Any] = {"host": args.host, "port": args.port or None, "api_key": api_key}
-    launcher |= {"served_model_name": args.served_model_name, "startup_timeout": args.startup_timeout}
-    server: ManagedServer
+    options |= {"served_model_name": args.served_model_name, "startup_timeout": args.startup_timeout}
     if cls is SGLangServer:
-        server = SGLangServer(
-            args.model, task=args.task, sglang_version=args.sglang_version, extra_args=extra, **launcher, **options
-        )
-    else:
-        server = cls(args.model, **launcher, **options)  # validates
+        options |= {"task": args.task, "sglang_version": args.sglang_version, "extra_args": extra}
+
+    def make(**launcher: Any) -> ManagedServer:
+        return cls(args.model, **launcher, **options)
+
+    return make
+
+
+def _serve_router(
+    args: argparse.Namespace, backend: str, make: Callable[..., ManagedServer], api_key: str | None
+) -> int:
+    """``--router N``: N workers on 127.0.0.1 (SGLang: one GPU each) behind sglang-router on --host/--port."""
+    from qwen_sglang.errors import ConfigurationError
+    from qwen_sglang.servers import ManagedRouter
+
+    if args.router < 1:
+        raise ConfigurationError(f"--router needs a number of workers >= 1, got {args.router}")
+    if api_key is not None:
+        raise ConfigurationError("--router takes no API key (sglang-router would need it on its command line)")
+    gpus = [{"env": {"CUDA_VISIBLE_DEVICES": str(i)}} if backend == "sglang" else {} for i in range(args.router)]
+    workers = [make(host="127.0.0.1", port=None, **gpu) for gpu in gpus]
+    router = ManagedRouter(workers, host=args.host, port=args.port or None, policy=args.router_policy)
     if args.dry_run:
-        print(server.display_command())
+        for worker in workers:
+            print(worker.display_command())
+        print(router.router.display_command())
         return 0
-    return _serve_sglang(server) if cls is SGLangServer else _serve_local(server, args)
+    return _serve_managed(router)
 
 
 def _serve_local(local: ManagedServer, args: argparse.Namespace) -> int:
@@ -172,11 +207,13 @@ def _serve_local(local: ManagedServer, args: argparse.Namespace) -> int:
     return serve(LocalBackendConfig(**config))
 
 
-def _serve_sglang(server: ManagedServer) -> int:
-    """SGLang as a managed child: checked before it starts, stopped on Ctrl-C, SIGTERM or exit."""
+def _serve_managed(server: ManagedServer | ManagedRouter) -> int:
+    """SGLang (or a router and its workers) as managed children: checked before they start,
+    stopped on Ctrl-C, SIGTERM or exit."""
     from qwen_sglang.servers.ports import print_ready_line
 
-    server.validate()
+    for member in [server.router, *server.workers] if isinstance(server, ManagedRouter) else [server]:
+        member.validate()
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -184,10 +221,10 @@ def _serve_sglang(server: ManagedServer) -> int:
     signal.signal(signal.SIGTERM, on_term)
     try:
         server.start()
-        print(f"SGLang server ready at {server.base_url} (pid {server.pid}, log {server.log_path})", flush=True)
+        print(f"{server.backend} server ready at {server.base_url} (pid {server.pid})", flush=True)
         print_ready_line()
         code: int = server.wait()
-        print(f"the SGLang server exited with code {code}\n{server.logs_tail()}", file=sys.stderr)
+        print(f"the {server.backend} server exited with code {code}\n{server.logs_tail()}", file=sys.stderr)
         return code or 1
     except KeyboardInterrupt:
         print("stopping...", flush=True)

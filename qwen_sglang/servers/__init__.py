@@ -6,6 +6,7 @@
 - `SGLangServer` (`qwen_sglang.servers.sglang`): SGLang, with the flags of the installed version
   (`qwen_sglang.servers.options`: the options table, field → flag, by version).
 - `LocalEmbeddingServer`, `LocalRerankServer` (`qwen_sglang.servers.local`): the local CPU backends.
+- `ManagedRouter` (`qwen_sglang.servers.router`): N workers behind ``sglang-router`` as one.
 - `launch_server`: the right one for this machine; `qwen_sglang.servers.probe`: ``doctor``'s checks.
 
 API keys never reach the command line of the local backends (an environment variable) nor of
@@ -40,6 +41,7 @@ from qwen_sglang.servers.local import (
 )
 from qwen_sglang.servers.options import WRONG_FLAGS, SGLangOptions
 from qwen_sglang.servers.ports import MAX_SGLANG_PORT, free_port, port_in_use_message
+from qwen_sglang.servers.router import ManagedRouter, RouterProcess, router_available
 from qwen_sglang.servers.sglang import SGLangServer, cuda_visible, sglang_available
 
 __all__ = [
@@ -50,7 +52,9 @@ __all__ = [
     "LocalEmbeddingServer",
     "LocalRerankOptions",
     "LocalRerankServer",
+    "ManagedRouter",
     "ManagedServer",
+    "RouterProcess",
     "SGLangOptions",
     "SGLangServer",
     "ServerStartError",
@@ -63,6 +67,7 @@ __all__ = [
     "missing_local_extra",
     "port_in_use_message",
     "read_api_key",
+    "router_available",
     "sglang_available",
 ]
 
@@ -81,18 +86,31 @@ def launch_server(
     model: str | os.PathLike[str],
     backend: Literal["auto", "sglang", "local"] = "auto",
     *,
+    task: Literal["embed", "rerank"] = "embed",
     start: bool = True,
     **options: Any,
 ) -> ManagedServer:
     """Create (and by default start) a managed server.
 
     ``backend="auto"`` picks SGLang when it is importable and a CUDA GPU is visible, otherwise
-    the local backend, and logs which and why. Options are those of `SGLangServer` or
-    `LocalEmbeddingServer`; with ``"auto"``, options the chosen backend does not have (GPU
-    tuning such as ``mem_fraction_static`` on the CPU backend) are left out and logged, so one call
-    works on both kinds of machine. With an explicit backend they are an error.
+    the local backend, and logs which and why. ``task="rerank"`` serves a Qwen3-Reranker
+    (`SGLangServer` without ``--is-embedding``, or `LocalRerankServer`). Options are those of the
+    chosen class; with ``"auto"``, options the chosen backend does not have (GPU tuning such as
+    ``mem_fraction_static`` on the CPU backend) are left out and logged, so one call works on both
+    kinds of machine. With an explicit backend they are a `ConfigurationError`.
+
+    Example:
+        ```python
+        from qwen_sglang import launch_server
+
+        with launch_server("/models/Qwen3-Reranker-0.6B", task="rerank") as server:
+            print(server.root_url + "/v1/score")
+        ```
     """
-    classes: dict[str, type[ManagedServer]] = {"sglang": SGLangServer, "local": LocalEmbeddingServer}
+    if task not in ("embed", "rerank"):
+        raise ConfigurationError(f"task must be 'embed' or 'rerank', not {task!r}")
+    local: type[ManagedServer] = LocalRerankServer if task == "rerank" else LocalEmbeddingServer
+    classes: dict[str, type[ManagedServer]] = {"sglang": SGLangServer, "local": local}
     if backend == "auto":
         backend, why = choose_backend()
         logger.info("backend=auto chose the %s backend: %s", backend, why)
@@ -101,5 +119,7 @@ def launch_server(
             logger.info("the %s backend has no %s: left out", backend, ", ".join(dropped))
     if backend not in classes:
         raise ConfigurationError(f"backend must be 'auto', 'sglang' or 'local', not {backend!r}")
+    if backend == "sglang":
+        options["task"] = task
     server = classes[backend](model, **options)
     return server.start() if start else server

@@ -48,7 +48,7 @@ from qwen_sglang.servers.report import diagnose_log
 from qwen_sglang.servers.watchdog import group_members
 from qwen_sglang.settings import QwenSGLangSettings
 
-__all__ = ["ManagedServer", "NoOptions"]
+__all__ = ["ClientFactory", "ManagedServer", "NoOptions"]
 
 logger = logging.getLogger("qwen_sglang.servers")
 
@@ -88,7 +88,36 @@ def _pump_output(stream: IO[bytes], log_file: IO[bytes], secrets: list[bytes], r
 _WATCHDOG = Path(__file__).with_name("watchdog.py")
 
 
-class ManagedServer:
+class ClientFactory:
+    """`client_settings` and `get_client` for anything clients can be pointed at (a managed server,
+    a managed router): the settings model takes the URL, model name and key from ``self``."""
+
+    def client_settings(self, **overrides: Any) -> QwenSGLangSettings:
+        """Settings for a client of this server: its URL, model name and key, plus ``overrides``
+        (any other setting, or these replaced). The request shape its backend prefers comes from
+        the server itself at the client's first call.
+
+        Example:
+            ```python
+            settings = server.client_settings(dimensions=256)
+            ```
+        """
+        return QwenSGLangSettings(server=self, **overrides)
+
+    def get_client(self, **overrides: Any) -> EmbeddingClient:
+        """An `qwen_sglang.EmbeddingClient` of this server (`client_settings` with ``overrides``).
+
+        Example:
+            ```python
+            with LocalEmbeddingServer("/models/Qwen3-Embedding-0.6B") as server:
+                client = server.get_client()
+                vectors = client.embed_documents(["hello"])
+            ```
+        """
+        return EmbeddingClient(self.client_settings(**overrides))
+
+
+class ManagedServer(ClientFactory):
     """A server process owned by this Python process. Subclasses provide `command`.
 
     Attributes: `base_url`, `model`, `api_key`, `pid`, `returncode`, `log_path`, `logs_tail`,
@@ -110,6 +139,8 @@ class ManagedServer:
     launcher_args: ClassVar[frozenset[str]] = frozenset(
         {"host", "port", "api_key", "served_model_name", "startup_timeout", "log_path", "env", "extra_args"}
     )
+    #: Where readiness is read, in order of preference (a path answering 404, 405 or 401 is skipped).
+    ready_paths: ClassVar[tuple[str, ...]] = ("/ready", "/health")
     #: Seconds `stop` (and the watchdog) wait after SIGTERM before SIGKILL.
     stop_timeout: float = 20.0
     options: BaseModel
@@ -259,30 +290,6 @@ class ManagedServer:
         except subprocess.TimeoutExpired:
             raise TimeoutError(f"the {self.backend} server (pid {proc.pid}) still runs after {timeout}s") from None
 
-    def client_settings(self, **overrides: Any) -> QwenSGLangSettings:
-        """Settings for a client of this server: its URL, model name and key, plus ``overrides``
-        (any other setting, or these replaced). The request shape its backend prefers comes from
-        the server itself at the client's first call.
-
-        Example:
-            ```python
-            settings = server.client_settings(dimensions=256)
-            ```
-        """
-        return QwenSGLangSettings(server=self, **overrides)
-
-    def get_client(self, **overrides: Any) -> EmbeddingClient:
-        """An `qwen_sglang.EmbeddingClient` of this server (`client_settings` with ``overrides``).
-
-        Example:
-            ```python
-            with LocalEmbeddingServer("/models/Qwen3-Embedding-0.6B") as server:
-                client = server.get_client()
-                vectors = client.embed_documents(["hello"])
-            ```
-        """
-        return EmbeddingClient(self.client_settings(**overrides))
-
     def logs_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the server's log (from memory; from the file past 500)."""
         if self._ring and lines <= len(self._ring):
@@ -385,20 +392,20 @@ class ManagedServer:
         return self._proc
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        """Poll ``/ready`` (SGLang 0.5.23, the local backends), or ``/health`` where the server has
-        no ``/ready``, until 200, checking on every loop that the process is alive."""
+        """Poll the first of `ready_paths` the server has (``/ready``: SGLang 0.5.23 and the local
+        backends; else ``/health``) until 200, checking on every loop that the process is alive."""
         deadline = time.monotonic() + (timeout if timeout is not None else self.startup_timeout)
-        path = "/ready"
+        paths = list(self.ready_paths)
         delay = 0.1
         with httpx.Client(timeout=5.0) as client:
             while True:
                 self._check_alive()
                 try:
-                    status = client.get(self.root_url + path).status_code
+                    status = client.get(self.root_url + paths[0]).status_code
                 except httpx.HTTPError:
                     status = None
-                if status in (401, 403, 404, 405) and path == "/ready":  # no open /ready: /health is the signal
-                    path = "/health"
+                if status in (401, 403, 404, 405) and len(paths) > 1:  # not there, or not open: the next one
+                    paths.pop(0)
                     continue
                 if status == 200:
                     logger.info("%s server ready at %s (pid %s)", self.backend, self.base_url, self.pid)

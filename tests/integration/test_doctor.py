@@ -145,3 +145,17 @@ def test_doctor_uses_ready_where_the_server_has_it() -> None:
         report = probe_server(url)
     row = next(c for c in report.checks if c.name == "healthy")
     assert (row.status, row.value) == ("fail", "503 on /ready")  # /health says 200 (as SGLang's before warm-up)
+
+
+def test_doctor_recognises_a_reranker_server(rerank_server: ManagedServer) -> None:
+    report = probe_server(rerank_server.base_url)
+    rows = {c.name: c for c in report.checks}
+    assert report.kind == "reranker" and report.ok, report.table()
+    assert rows["reranker"].status == "ok" and "/v1/score" in rows["reranker"].value
+    assert rows["embedding model"].status == "info" and "reranker server" in rows["embedding model"].value
+    # an embedding client pointed at it: doctor says so, naming both
+    wrong = probe_server(rerank_server.base_url, model="Qwen/Qwen3-Embedding-0.6B")
+    row = next(c for c in wrong.checks if c.name == "configured model")
+    assert row.status == "fail" and "serves a reranker" in row.value and not wrong.ok
+    out = doctor("--base-url", rerank_server.base_url)
+    assert out.returncode == 0 and "a reranker server" in flat(out.stdout), out.stdout + out.stderr

@@ -20,6 +20,7 @@ import pytest
 from qwen_sglang import ConfigurationError, ServerStartError
 from qwen_sglang.servers import (
     LocalEmbeddingServer,
+    LocalRerankServer,
     ManagedServer,
     SGLangServer,
     cuda_visible,
@@ -101,6 +102,17 @@ def test_sglang_backend_without_sglang_says_how_to_install() -> None:
         pytest.skip("sglang is installed here")
     with pytest.raises(ServerStartError, match=r"pip install 'qwen-sglang\[sglang\]'"):
         SGLangServer("/models/Qwen3-Embedding-4B").start()
+
+
+def test_launch_server_for_a_reranker(qwen_reranker_dir: Path) -> None:
+    srv = launch_server(qwen_reranker_dir, backend="local", task="rerank", start=False)
+    assert isinstance(srv, LocalRerankServer)
+    argv = srv.command()
+    assert argv[argv.index("--task") + 1] == "rerank" and "--no-matryoshka" not in argv
+    sglang = launch_server(qwen_reranker_dir, backend="sglang", task="rerank", start=False)
+    assert isinstance(sglang, SGLangServer) and "--is-embedding" not in sglang.command()
+    with pytest.raises(ConfigurationError, match="task must be"):
+        launch_server(qwen_reranker_dir, task="classify", start=False)  # type: ignore[arg-type]
 
 
 def test_auto_backend_picks_local_without_a_gpu(qwen_model_dir: Path) -> None:

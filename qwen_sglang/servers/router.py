@@ -1,0 +1,238 @@
+"""N managed workers behind ``sglang-router``, as one managed object: `ManagedRouter`.
+
+Each worker is a managed server (`qwen_sglang.servers.SGLangServer` on its own GPU, or a local
+backend on CPU) with its own process group and watchdog; the router (``python -m
+sglang_router.launch_router``, the ``router`` extra) is one more, `RouterProcess`. `ManagedRouter`
+starts the workers together and waits until every one is ready, then starts the router and waits
+for its ``/readiness`` (all workers healthy); any failure stops what was started. One `stop`
+(or the end of a ``with`` block, ``atexit``, SIGTERM of the owner, and the watchdogs when the
+owner is SIGKILLed) leaves no process of the router or of any worker.
+
+Keys: sglang-router takes a worker key only on its command line, where ``ps`` shows it, so a
+router of workers that require a key is refused (`ConfigurationError`); bind the workers to
+127.0.0.1 (the default) and put the key on whatever fronts the router.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.util
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from qwen_sglang.errors import ConfigurationError, ServerStartError
+from qwen_sglang.servers.lifecycle import ClientFactory, ManagedServer
+from qwen_sglang.servers.options import Flag, render_flags
+
+__all__ = ["ManagedRouter", "RouterOptions", "RouterProcess", "router_available"]
+
+logger = logging.getLogger("qwen_sglang.servers")
+
+Policy = Literal["round_robin", "random", "cache_aware", "power_of_two"]
+
+
+def router_available() -> bool:
+    """Whether ``sglang_router`` can be imported by this interpreter (found without importing it)."""
+    try:
+        return importlib.util.find_spec("sglang_router") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+class RouterOptions(BaseModel):
+    """The options of `RouterProcess` (``sglang_router.launch_router`` flags)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    policy: Annotated[Policy, Flag("--policy")] = "round_robin"
+    """How requests are spread: round_robin (default: embedding requests share no prefix),
+    cache_aware (SGLang's default, for prompts that share prefixes), random, power_of_two."""
+    log_level: Annotated[str, Flag("--log-level", omit="info")] = "info"
+    """The router's log level."""
+
+
+class RouterProcess(ManagedServer):
+    """``sglang-router`` in front of ``worker_urls``, with the lifecycle of a managed server."""
+
+    backend: ClassVar[str] = "router"
+    options_model: ClassVar[type[RouterOptions]] = RouterOptions
+    #: sglang-router answers ``/readiness`` 200 once its workers are healthy (``/health``: itself only).
+    ready_paths: ClassVar[tuple[str, ...]] = ("/readiness", "/health")
+    launcher_args: ClassVar[frozenset[str]] = ManagedServer.launcher_args | {"worker_urls"}
+    options: RouterOptions
+
+    def __init__(self, model: str, *, worker_urls: Sequence[str], **kwargs: Any) -> None:
+        if isinstance(worker_urls, str) or not worker_urls:
+            raise ConfigurationError("worker_urls must be a non-empty list of worker root URLs")
+        super().__init__(model, **kwargs)
+        if self.api_key is not None:
+            raise ConfigurationError(
+                "sglang-router takes keys only on its command line (visible in ps): run the router without "
+                "api_key and bind it to 127.0.0.1, or put the key on what fronts it"
+            )
+        self.worker_urls = [str(u).rstrip("/") for u in worker_urls]
+
+    def command(self) -> list[str]:
+        argv = [sys.executable, "-m", "sglang_router.launch_router", "--worker-urls", *self.worker_urls]
+        argv += ["--host", self.host, "--port", str(self.port)]
+        return argv + render_flags(self.options) + self.extra_args
+
+    def validate(self) -> None:
+        if not router_available():
+            raise ServerStartError("sglang-router is not installed for this Python: pip install 'qwen-sglang[router]'")
+
+
+class ManagedRouter(ClientFactory):
+    """N managed workers and ``sglang-router`` in front of them, started, watched and stopped as one.
+
+    Setup:
+        ```bash
+        pip install 'qwen-sglang[router]'
+        ```
+
+    Instantiate:
+        ```python
+        from qwen_sglang.servers import ManagedRouter, SGLangServer
+
+        workers = [
+            SGLangServer("Qwen/Qwen3-Embedding-4B", env={"CUDA_VISIBLE_DEVICES": str(gpu)}, mem_fraction_static=0.3)
+            for gpu in range(2)
+        ]
+        with ManagedRouter(workers) as router:
+            client = router.get_client()          # one URL for all workers
+            vectors = client.embed_documents(["hello"])
+        ```
+
+    Also `ManagedRouter.for_gpus` (one SGLang worker per GPU) and ``qwen-sglang serve --router
+    --workers N``. The handle is the router's (`base_url`, `pid`, `returncode`, `logs_tail`), plus
+    `workers`; `wait` returns when the router or any worker exits.
+    """
+
+    backend: ClassVar[str] = "router"
+
+    def __init__(
+        self,
+        workers: Sequence[ManagedServer],
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        policy: Policy = "round_robin",
+        startup_timeout: float | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        workers = list(workers)
+        if not workers or not all(isinstance(w, ManagedServer) for w in workers):
+            raise ConfigurationError("workers must be a non-empty list of managed servers (SGLangServer, ...)")
+        if len({w.model for w in workers}) != 1:
+            raise ConfigurationError("the workers of one router must serve the same model (and served name)")
+        if any(w.api_key is not None for w in workers):
+            raise ConfigurationError(
+                "workers with an api_key cannot be routed: sglang-router would need the key on its command "
+                "line (visible in ps); start the workers without a key on 127.0.0.1"
+            )
+        self.workers = workers
+        self.router = RouterProcess(
+            workers[0].model,
+            worker_urls=[w.root_url for w in workers],
+            host=host,
+            port=port,
+            policy=policy,
+            startup_timeout=startup_timeout,
+            log_path=log_path,
+            extra_args=extra_args,
+        )
+
+    @classmethod
+    def for_gpus(cls, model: str | os.PathLike[str], gpus: Sequence[int], **options: Any) -> ManagedRouter:
+        """One `qwen_sglang.servers.SGLangServer` per GPU (``CUDA_VISIBLE_DEVICES``), ``options`` for each."""
+        from qwen_sglang.servers.sglang import SGLangServer
+
+        env = dict(options.pop("env", None) or {})
+        workers = [SGLangServer(model, env={**env, "CUDA_VISIBLE_DEVICES": str(gpu)}, **options) for gpu in gpus]
+        return cls(workers)
+
+    # ------------------------------------------------------------------ the handle
+    @property
+    def base_url(self) -> str:
+        return self.router.base_url
+
+    @property
+    def root_url(self) -> str:
+        return self.router.root_url
+
+    @property
+    def model(self) -> str:
+        return self.router.model
+
+    @property
+    def api_key(self) -> SecretStr | None:
+        return None
+
+    @property
+    def pid(self) -> int | None:
+        return self.router.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The router's exit status, else the first exited worker's; None while all run."""
+        for member in (self.router, *self.workers):
+            if member.returncode is not None:
+                return member.returncode
+        return None
+
+    def is_running(self) -> bool:
+        return all(member.is_running() for member in (self.router, *self.workers))
+
+    def logs_tail(self, lines: int = 40) -> str:
+        return self.router.logs_tail(lines)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the router or any worker exits; its exit status (`TimeoutError` after ``timeout``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            for member in (self.router, *self.workers):
+                if member.pid is None or member.returncode is not None:
+                    return member.wait()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the router and its workers still run after {timeout}s")
+            time.sleep(0.2)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> ManagedRouter:
+        """Start every worker (together), wait until all are ready, then the router; on any
+        failure stop everything started and raise `ServerStartError`."""
+        try:
+            for worker in self.workers:
+                worker.start(wait=False)
+            with concurrent.futures.ThreadPoolExecutor(len(self.workers)) as pool:
+                for done in [pool.submit(worker.wait_ready) for worker in self.workers]:
+                    done.result()
+            self.router.start()
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("router ready at %s in front of %d workers", self.base_url, len(self.workers))
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the router, then every worker (each its whole process group)."""
+        self.router.stop(timeout)
+        with concurrent.futures.ThreadPoolExecutor(len(self.workers)) as pool:
+            list(pool.map(lambda worker: worker.stop(timeout), self.workers))
+
+    def __enter__(self) -> ManagedRouter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"ManagedRouter(model={self.model!r}, base_url={self.base_url!r}, workers={len(self.workers)}, {state})"

@@ -1,0 +1,85 @@
+"""A managed router: N workers behind the real ``sglang-router``, started, used and stopped as one.
+
+On CPU the workers are local-backend processes (sglang-router health-checks and routes them like
+SGLang workers); on a GPU the same object holds one `SGLangServer` per GPU (bench/dp_scaling.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from qwen_sglang import ConfigurationError, ServerStartError
+from qwen_sglang.servers import LocalEmbeddingServer, ManagedRouter, router_available
+from tests.conftest import BACKEND
+from tests.integration.process_trees import alive, group_alive, run_owner, wait_until
+
+pytestmark = [
+    pytest.mark.skipif(not router_available(), reason="sglang-router is not installed (the router extra)"),
+    pytest.mark.skipif(BACKEND != "local", reason="CPU workers; GPU workers are measured by bench/dp_scaling.py"),
+]
+
+
+def test_a_router_of_two_local_workers_serves_their_vectors(qwen_model_dir: Path) -> None:
+    texts = [f"passage number {i} about routers" for i in range(24)]
+    with ManagedRouter([LocalEmbeddingServer(qwen_model_dir) for _ in range(2)]) as router:
+        assert router.is_running() and len({w.port for w in router.workers}) == 2
+        ready = httpx.get(router.root_url + "/readiness", timeout=10).json()
+        assert ready["healthy_workers"] == ready["total_workers"] == 2
+        routed = np.asarray(router.get_client(batch_size=4).embed_documents(texts))
+        direct = np.asarray(router.workers[1].get_client().embed_documents(texts))
+        assert routed.shape == direct.shape and np.allclose(routed, direct, atol=1e-5)
+        pids = [router.pid, *(w.pid for w in router.workers)]
+    assert router.returncode is not None and not router.is_running()
+    assert not any(alive(pid) for pid in pids if pid is not None)
+
+
+_OWNER = r"""
+import json, os, sys, time
+from qwen_sglang.servers import LocalEmbeddingServer, ManagedRouter
+router = ManagedRouter([LocalEmbeddingServer(sys.argv[1]) for _ in range(2)]).start()
+members = [router.router, *router.workers]
+print(json.dumps({"url": router.root_url, "pgids": [os.getpgid(m.pid) for m in members]}), flush=True)
+time.sleep(600)
+"""
+
+
+def test_killing_the_owner_leaves_no_process_of_the_router_or_its_workers(qwen_model_dir: Path) -> None:
+    owner, info = run_owner(_OWNER, str(qwen_model_dir))
+    pgids = [int(g) for g in info["pgids"]]  # type: ignore[attr-defined]
+    try:
+        assert httpx.get(f"{info['url']}/readiness", timeout=10).status_code == 200
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(timeout=10)
+        assert wait_until(lambda: not any(group_alive(g) for g in pgids), 60), "a member outlived its owner"
+    finally:
+        for pgid in pgids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+
+
+def test_a_worker_that_cannot_start_stops_the_others(qwen_model_dir: Path, tmp_path: Path) -> None:
+    good, bad = LocalEmbeddingServer(qwen_model_dir), LocalEmbeddingServer(qwen_model_dir, extra_args=["--bogus"])
+    router = ManagedRouter(
+        [good, bad],
+    )
+    with pytest.raises(ServerStartError):
+        router.start()
+    assert not good.is_running() and not bad.is_running() and router.pid is None
+
+
+def test_what_a_router_refuses(qwen_model_dir: Path) -> None:
+    with pytest.raises(ConfigurationError, match="api_key"):
+        ManagedRouter([LocalEmbeddingServer(qwen_model_dir, api_key="sk-worker-1234")])
+    with pytest.raises(ConfigurationError, match="same model"):
+        ManagedRouter(
+            [LocalEmbeddingServer(qwen_model_dir), LocalEmbeddingServer(qwen_model_dir, served_model_name="x")]
+        )
+    with pytest.raises(ConfigurationError, match="non-empty"):
+        ManagedRouter([])
