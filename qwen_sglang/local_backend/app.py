@@ -11,19 +11,26 @@ import asyncio
 import base64
 import json
 import time
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from qwen_sglang._vectors import normalize_rows
 from qwen_sglang._version import __version__
-from qwen_sglang.local_backend.guards import Guard, HTTPError, check_text, error_body, parse_json, read_body, too_large
+from qwen_sglang.local_backend.guards import (
+    HTTPError,
+    check_text,
+    error_response,
+    new_app,
+    parse_json,
+    read_body,
+    too_large,
+)
 from qwen_sglang.local_backend.runner import Job, LocalBackendConfig, ModelRunner, ShuttingDownError
 
 __all__ = ["create_app"]
@@ -114,153 +121,58 @@ async def _until_done_or_gone(job: Job, request: Request) -> np.ndarray | None:
 def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) -> Any:
     """Build the FastAPI application (the model loads in the background once it starts)."""
     runner = runner or ModelRunner(config)
-    served = config.served_model_name
+    app = new_app("qwen-sglang local backend", config, runner)
 
-    def error(message: str, status: int = 400, kind: str = "BadRequestError", **headers: str) -> Any:
-        return JSONResponse(error_body(message, status, kind), status_code=status, headers=headers or None)
-
-    def not_ready() -> Any:
+    def not_ready() -> JSONResponse | None:
         if runner.failed is not None:
-            return error(f"The model failed to load: {runner.failed}", 500, "InternalServerError")
-        return error("The server is still loading the model", 503, "ServiceUnavailableError", **{"Retry-After": "1"})
-
-    @asynccontextmanager
-    async def lifespan(app: Any) -> Any:
-        runner.start()
-        yield
-        runner.stop()
-
-    app = FastAPI(title="qwen-sglang local backend", version=__version__, lifespan=lifespan)
-    app.state.runner = runner
-
-    app.add_middleware(Guard, config=config)
+            return error_response(f"The model failed to load: {runner.failed}", 500, "InternalServerError")
+        if not runner.ready.is_set():
+            return error_response("The server is still loading the model", 503, "ServiceUnavailableError")
+        return None
 
     async def body_of(request: Request) -> dict[str, Any]:
         return parse_json(await read_body(request, config), config.max_request_tokens + 64)
 
-    def model_name() -> str:
-        return served or runner.model_path
-
-    @app.exception_handler(HTTPError)
-    async def bad_request(request: Request, exc: HTTPError) -> Any:
-        return error(str(exc), exc.status, exc.kind)
-
-    @app.get("/health")
-    @app.get("/ready")
-    async def health() -> Any:
-        ok = runner.ready.is_set() and runner.failed is None
-        return Response(status_code=200 if ok else 503)
-
     @app.get("/v1/models")
     async def models() -> Any:
-        entry = {
-            "id": model_name(),
-            "object": "model",
-            "created": int(time.time()),
-            "owned_by": "sglang",
-            "root": model_name(),
-            "max_model_len": runner.context_length or None,
-        }
-        return {"object": "list", "data": [entry]}
+        name = config.served_model_name or runner.model_path
+        entry = {"id": name, "object": "model", "created": int(time.time()), "owned_by": "sglang", "root": name}
+        return {"object": "list", "data": [{**entry, "max_model_len": runner.context_length or None}]}
 
     described: dict[str, Any] = {}
 
     def info() -> Any:
-        # SGLang 0.5.17's fields (model_type and architectures from the model's HF config), the
-        # native width, and the model's sentence-transformers prompts: what a client needs to
-        # know which model this is and how its queries are written. 503 until the model is
-        # loaded (before that neither the resolved path nor the config is known).
-        if not runner.ready.is_set() or runner.failed is not None:
-            return not_ready()
-        if not described:
-            hf_config: dict[str, Any] = {}
-            for candidate in ("config.json", "0_Transformer/config.json"):
-                try:
-                    loaded = json.loads((Path(runner.model_path) / candidate).read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    continue
-                hf_config = loaded if isinstance(loaded, dict) else {}
-                break
-            architectures = hf_config.get("architectures")
-            described.update(
-                {
-                    "model_path": runner.model_path,
-                    "tokenizer_path": runner.model_path,
-                    "is_generation": False,
-                    "preferred_sampling_params": None,
-                    "weight_version": "default",
-                    "has_image_understanding": False,
-                    "has_audio_understanding": False,
-                    "model_type": hf_config.get("model_type"),
-                    "architectures": architectures if isinstance(architectures, list) else None,
-                    "embedding": {
-                        "dimension": runner.dim or None,
-                        "supports_dimensions": config.matryoshka,
-                        "matryoshka_dimensions": None,
-                        "normalize": True,
-                    },
-                    "sentence_transformers": {
-                        "prompts": dict(runner.model.prompts),
-                        "default_prompt_name": runner.model.default_prompt_name,
-                    },
-                }
-            )
+        if (refusal := not_ready()) is not None:
+            return refusal  # before the model is loaded neither its path nor its config is known
+        described.update(described or _model_info(config, runner))
         return described
 
-    app.get("/model_info")(info)
-    app.get("/get_model_info")(info)
-
     def server_info() -> dict[str, Any]:
-        override = {"is_matryoshka": True} if config.matryoshka else {}
-        return {
-            "version": f"qwen-sglang-local {__version__}",
-            "backend": "local",
-            "model_path": runner.model_path,
-            "served_model_name": model_name(),
-            "is_embedding": True,
-            "context_length": runner.context_length or None,
-            "json_model_override_args": json.dumps(override),
-            "device": config.device,
-            "supports_base64": True,
-            "host": config.host,
-            "port": config.port,
-            # The request shape this backend is fastest with, in the client's setting names: a
-            # padded forward pass over length-sorted texts wastes least with a few large
-            # requests, and small concurrent ones compete with it for the same cores
-            # (docs/benchmarks.md). Clients use it unless their settings say otherwise. Their
-            # token budget is an estimate from UTF-8 length: a request it lets over this
-            # server's cap (digit-heavy text) gets a 413, which the client answers by splitting.
-            "client_defaults": {
-                "batch_size": config.max_inputs_per_request,
-                "max_batch_tokens": config.max_request_tokens,
-                "max_concurrency": 1,
-            },
-        }
-
-    app.get("/server_info")(server_info)
-    app.get("/get_server_info")(server_info)
+        return _server_info(config, runner)
 
     async def tokenize(request: Request) -> Any:
         data = await body_of(request)
-        if not runner.ready.is_set() or runner.failed is not None:
-            return not_ready()
-        return await _tokenize(data, config, runner)
+        return not_ready() or await _tokenize(data, config, runner)
 
-    app.post("/v1/tokenize")(tokenize)
-    app.post("/tokenize")(tokenize)
+    for path, route in (("/model_info", info), ("/get_model_info", info)):
+        app.get(path)(route)
+    for path, route in (("/server_info", server_info), ("/get_server_info", server_info)):
+        app.get(path)(route)
+    for path in ("/v1/tokenize", "/tokenize"):
+        app.post(path)(tokenize)
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Any:
         data = await body_of(request)
-        if not runner.ready.is_set() or runner.failed is not None:
-            return not_ready()
+        if (refusal := not_ready()) is not None:
+            return refusal
         if runner.stopping:
-            return error("The server is shutting down", 503, "ServiceUnavailableError")
+            return error_response("The server is shutting down", 503, "ServiceUnavailableError")
         runner.in_flight += 1  # only the event loop thread changes it
         try:
             vectors, tokens, fmt = await _embed(data, request, config, runner)
         except ShuttingDownError as exc:
-            return error(str(exc), 503, "ServiceUnavailableError")
+            return error_response(str(exc), 503, "ServiceUnavailableError")
         finally:
             runner.in_flight -= 1
         if vectors is None:  # the client went away; nobody reads this
@@ -268,6 +180,70 @@ def create_app(config: LocalBackendConfig, runner: ModelRunner | None = None) ->
         return _embedding_response(vectors, tokens, fmt, runner.model_path)
 
     return app
+
+
+def _model_info(config: LocalBackendConfig, runner: ModelRunner) -> dict[str, Any]:
+    """SGLang 0.5.17's ``/model_info`` (model_type and architectures from the model's HF config), the
+    native width, and the model's sentence-transformers prompts: what a client needs to know which
+    model this is and how its queries are written."""
+    hf_config: dict[str, Any] = {}
+    for candidate in ("config.json", "0_Transformer/config.json"):
+        try:
+            loaded = json.loads((Path(runner.model_path) / candidate).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        hf_config = loaded if isinstance(loaded, dict) else {}
+        break
+    architectures = hf_config.get("architectures")
+    return {
+        "model_path": runner.model_path,
+        "tokenizer_path": runner.model_path,
+        "is_generation": False,
+        "preferred_sampling_params": None,
+        "weight_version": "default",
+        "has_image_understanding": False,
+        "has_audio_understanding": False,
+        "model_type": hf_config.get("model_type"),
+        "architectures": architectures if isinstance(architectures, list) else None,
+        "embedding": {
+            "dimension": runner.dim or None,
+            "supports_dimensions": config.matryoshka,
+            "matryoshka_dimensions": None,
+            "normalize": True,
+        },
+        "sentence_transformers": {
+            "prompts": dict(runner.model.prompts),
+            "default_prompt_name": runner.model.default_prompt_name,
+        },
+    }
+
+
+def _server_info(config: LocalBackendConfig, runner: ModelRunner) -> dict[str, Any]:
+    override = {"is_matryoshka": True} if config.matryoshka else {}
+    return {
+        "version": f"qwen-sglang-local {__version__}",
+        "backend": "local",
+        "model_path": runner.model_path,
+        "served_model_name": config.served_model_name or runner.model_path,
+        "is_embedding": True,
+        "context_length": runner.context_length or None,
+        "json_model_override_args": json.dumps(override),
+        "device": config.device,
+        "supports_base64": True,
+        "host": config.host,
+        "port": config.port,
+        # The request shape this backend is fastest with, in the client's setting names: a padded
+        # forward pass over length-sorted texts wastes least with a few large requests, and small
+        # concurrent ones compete with it for the same cores (docs/benchmarks.md). Clients use it
+        # unless their settings say otherwise. Their token budget is an estimate from UTF-8 length:
+        # a request it lets over this server's cap (digit-heavy text) gets a 413, which the client
+        # answers by splitting.
+        "client_defaults": {
+            "batch_size": config.max_inputs_per_request,
+            "max_batch_tokens": config.max_request_tokens,
+            "max_concurrency": 1,
+        },
+    }
 
 
 async def _tokenize(data: dict[str, Any], config: LocalBackendConfig, runner: ModelRunner) -> dict[str, Any]:

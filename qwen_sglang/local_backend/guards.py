@@ -21,10 +21,14 @@ import json
 import logging
 import socket
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from fastapi import Request
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 
+from qwen_sglang._version import __version__
 from qwen_sglang.errors import ServerStartError
 from qwen_sglang.servers.ports import port_in_use_message, print_ready_line, warn_if_public
 
@@ -36,8 +40,10 @@ __all__ = [
     "bind",
     "check_text",
     "error_body",
+    "error_response",
     "guarded_protocol",
     "host_allowed",
+    "new_app",
     "parse_json",
     "read_body",
     "send_json",
@@ -67,10 +73,12 @@ class GuardedConfig(Protocol):
 
 
 class Runner(Protocol):
-    """What `serve_app` needs of a backend's model worker."""
+    """What `new_app` and `serve_app` need of a backend's model worker."""
 
     ready: threading.Event
     failed: BaseException | None
+
+    def start(self) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -163,6 +171,39 @@ def host_allowed(host: str, config: GuardedConfig) -> bool:
         pass
     allowed = {"localhost", config.host.lower(), *(h.lower().rstrip(".") for h in config.allowed_hosts)}
     return name in allowed
+
+
+def error_response(message: str, status: int = 400, kind: str = "BadRequestError") -> JSONResponse:
+    """SGLang's flat error body as an answer (``Retry-After: 1`` with a 503)."""
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse(error_body(message, status, kind), status_code=status, headers=headers)
+
+
+def new_app(title: str, config: GuardedConfig, runner: Runner) -> FastAPI:
+    """A FastAPI application with what both backends share: the model worker started and stopped
+    with it, the `Guard`, `HTTPError` answered in SGLang's body, ``/health`` and ``/ready`` (503
+    until the model is loaded and warm)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        runner.start()
+        yield
+        runner.stop()
+
+    app = FastAPI(title=title, version=__version__, lifespan=lifespan)
+    app.state.runner = runner
+    app.add_middleware(Guard, config=config)
+
+    @app.exception_handler(HTTPError)
+    async def http_error(request: Request, exc: HTTPError) -> JSONResponse:
+        return error_response(str(exc), exc.status, exc.kind)
+
+    @app.get("/health")
+    @app.get("/ready")
+    async def health() -> Response:
+        return Response(status_code=200 if runner.ready.is_set() and runner.failed is None else 503)
+
+    return app
 
 
 def error_body(message: str, status: int, kind: str) -> dict[str, Any]:

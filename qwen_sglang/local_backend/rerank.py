@@ -35,26 +35,20 @@ import asyncio
 import json
 import logging
 import math
-import queue
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from qwen_sglang._version import __version__
-from qwen_sglang.errors import ConfigurationError
-from qwen_sglang.local_backend.guards import Guard, serve_app
-from qwen_sglang.rerank_format import PREFIX, RerankTemplate, format_body, p_yes
-from qwen_sglang.servers.models_path import check_model_arg, resolve_model_path
+from qwen_sglang.local_backend.guards import HTTPError, new_app, serve_app
+from qwen_sglang.local_backend.rerank_runner import LocalRerankConfig, RerankRunner
+from qwen_sglang.rerank_format import PREFIX, format_body, p_yes
+from qwen_sglang.servers.models_path import check_model_arg
 
 __all__ = [
     "LocalRerankConfig",
@@ -75,65 +69,6 @@ SGLANG_TEMPLATE_DEFAULT_INSTRUCTION = "Given a web search query, retrieve releva
 #: What that template puts after the document: no ``<think>\n\n</think>\n\n`` (Qwen's has it).
 SGLANG_TEMPLATE_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
 
-RerankPrompt = Literal["sglang", "qwen"]
-
-
-@dataclass
-class LocalRerankConfig:
-    """Options of the local reranker backend.
-
-    Attributes:
-        model: A model directory (or a hub id already in the local cache).
-        rerank_prompt: What ``/v1/rerank`` renders: ``"sglang"`` (SGLang's shipped template, no
-            thinking suffix) or ``"qwen"`` (Qwen's exact prompt). ``/v1/score`` takes the prompt
-            from the client and is unaffected.
-        context_length: The served context (default: the model's ``max_position_embeddings``);
-            a prompt of this many tokens or more is refused, like SGLang.
-        max_batch_tokens: Most padded tokens in one forward pass.
-        max_batch_rows: Most sequences in one forward pass (each row's next-token logits span the
-            whole vocabulary: 64 rows of Qwen3's 151,669 take 39 MB in fp32).
-        max_items_per_request: Most items (``/v1/score``) or documents (``/v1/rerank``) per request.
-        max_request_tokens: Most prompt tokens in one request, all pairs together.
-        max_request_bytes: Largest request body.
-        dtype: The torch dtype the weights are loaded in (fp32 gives exact reference scores).
-    """
-
-    model: str
-    host: str = "127.0.0.1"
-    port: int = 30000
-    served_model_name: str | None = None
-    api_key: str | None = field(default=None, repr=False)
-    rerank_prompt: RerankPrompt = "sglang"
-    context_length: int | None = None
-    device: str = "cpu"
-    dtype: str = "float32"
-    max_batch_tokens: int = 16384
-    max_batch_rows: int = 64
-    max_items_per_request: int = 4096
-    max_request_tokens: int = 2_000_000
-    max_request_bytes: int = 64_000_000
-    allowed_hosts: tuple[str, ...] = ()
-    header_timeout: float = 10.0
-    body_timeout: float = 60.0
-    shutdown_timeout: int = 5
-    log_level: str = "info"
-
-    def __post_init__(self) -> None:
-        if self.rerank_prompt not in ("sglang", "qwen"):
-            raise ConfigurationError(f"rerank_prompt must be 'sglang' or 'qwen', got {self.rerank_prompt!r}")
-        if self.context_length is not None and self.context_length < 2:
-            raise ConfigurationError(f"context_length must be >= 2, got {self.context_length!r}")
-        for name in (
-            "max_batch_tokens",
-            "max_batch_rows",
-            "max_items_per_request",
-            "max_request_tokens",
-            "max_request_bytes",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
-
 
 def sglang_template_prompt(query: str, document: str, instruct: str | None) -> str:
     """The text SGLang 0.5.x renders for one pair on ``/v1/rerank`` with ``qwen3_reranker.jinja``.
@@ -143,162 +78,6 @@ def sglang_template_prompt(query: str, document: str, instruct: str | None) -> s
     """
     instruction = instruct or SGLANG_TEMPLATE_DEFAULT_INSTRUCTION
     return f"{PREFIX}<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}{SGLANG_TEMPLATE_SUFFIX}"
-
-
-def _length_sorted_chunks(lengths: Sequence[int], budget: int, max_rows: int) -> Iterator[list[int]]:
-    """Indices sorted by length, cut into runs of at most ``max_rows`` whose padded size
-    (rows x longest) fits ``budget`` (a single longer row still forms a run of one)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    start = 0
-    while start < len(order):
-        end = start + 1
-        while end - start < max_rows and end < len(order) and lengths[order[end]] * (end - start + 1) <= budget:
-            end += 1
-        yield order[start:end]
-        start = end
-
-
-_Job = tuple[list[list[int]], list[int], "Future[list[list[float]]]"]
-
-
-class RerankRunner:
-    """Loads the causal LM and computes next-token log-probabilities in one worker thread.
-
-    Jobs waiting in the queue when the worker becomes free are merged into the same forward
-    passes (their pairs sorted together by length), so concurrent requests share the CPU.
-    """
-
-    def __init__(self, config: LocalRerankConfig) -> None:
-        self.config = config
-        self.ready = threading.Event()
-        self.failed: BaseException | None = None
-        self.model_path = config.model
-        self.context_length = 0
-        self.vocab_size = 0  # rows of the output head: valid input token ids
-        self.label_vocab_size = 0  # the tokenizer's base vocabulary: what SGLang checks labels against
-        self.tokenizer_max_length = 0
-        self.model_type: str | None = None
-        self.architectures: list[str] | None = None
-        self.template: RerankTemplate | None = None
-        self.forward_passes = 0
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._main, name="qwen-sglang-rerank-model", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._queue.put(None)
-
-    def _load(self) -> None:
-        path = resolve_model_path(self.config.model)
-        self.model_path = str(path)
-        logger.info("loading %s on %s (%s)", path, self.config.device, self.config.dtype)
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self._torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, self.config.dtype))
-        self.model = model.to(self.config.device).eval()
-        hf_config = self.model.config
-        self.context_length = int(self.config.context_length or hf_config.max_position_embeddings)
-        self.vocab_size = int(hf_config.vocab_size)
-        self.label_vocab_size = int(self.tokenizer.vocab_size)
-        self.tokenizer_max_length = int(self.tokenizer.model_max_length)
-        self.model_type = hf_config.model_type
-        self.architectures = list(hf_config.architectures or []) or None
-        self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
-        self.template = RerankTemplate.from_tokenizer(lambda texts: self.tokenize(texts, False))
-        warm = self.template.pair_ids(self.tokenize([format_body("warm", "up")], False)[0], max_length=10**9)
-        self.label_logprobs([warm], [[self.template.yes_id]])  # the first forward pass
-        logger.info("reranker ready: context %d tokens", self.context_length)
-
-    def tokenize(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
-        """Token ids of ``texts`` (``add_special_tokens`` as SGLang's tokenizer call: True for prompts)."""
-        enc = self.tokenizer(texts, add_special_tokens=add_special_tokens, truncation=False, verbose=False)
-        return [list(ids) for ids in enc["input_ids"]]
-
-    def label_logprobs(self, batch: list[list[int]], labels: list[list[int]]) -> list[list[float]]:
-        """For each sequence, the log-probabilities (over the whole vocabulary) of its label tokens
-        as the NEXT token, from left-padded forward passes with per-row position ids."""
-        torch = self._torch
-        out: list[list[float]] = [[] for _ in batch]
-        lengths = [len(ids) for ids in batch]
-        for chunk in _length_sorted_chunks(lengths, self.config.max_batch_tokens, self.config.max_batch_rows):
-            width = len(batch[chunk[-1]])
-            input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            positions = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                lo = width - len(batch[i])
-                input_ids[row, lo:] = torch.tensor(batch[i], dtype=torch.long)
-                mask[row, lo:] = 1
-                positions[row, lo:] = torch.arange(len(batch[i]))
-            device = self.config.device
-            with torch.inference_mode():
-                logits = (
-                    self.model(
-                        input_ids=input_ids.to(device),
-                        attention_mask=mask.to(device),
-                        position_ids=positions.to(device),
-                        logits_to_keep=1,
-                    )
-                    .logits[:, -1]
-                    .float()
-                )
-                logprobs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
-            for row, i in enumerate(chunk):
-                out[i] = logprobs[row, labels[i]].cpu().tolist()
-            self.forward_passes += 1
-        return out
-
-    def submit(self, batch: list[list[int]], labels: list[int]) -> Future[list[list[float]]]:
-        """Queue ``batch`` (one label list shared by its sequences) for the worker."""
-        fut: Future[list[list[float]]] = Future()
-        self._queue.put((batch, labels, fut))
-        return fut
-
-    def _main(self) -> None:
-        try:
-            self._load()
-        except BaseException as exc:  # reported by /health and serve()
-            self.failed = exc
-            logger.error("could not load the model: %s", exc)
-            self.ready.set()
-            return
-        self.ready.set()
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            jobs = [job]
-            tokens = sum(len(ids) for ids in job[0])
-            while tokens < self.config.max_batch_tokens * 4:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                jobs.append(nxt)
-                tokens += sum(len(ids) for ids in nxt[0])
-            self._run(jobs)
-
-    def _run(self, jobs: list[_Job]) -> None:
-        batch = [ids for rows, _, _ in jobs for ids in rows]
-        labels = [lab for rows, lab, _ in jobs for _ in rows]
-        try:
-            results = self.label_logprobs(batch, labels)
-        except BaseException as exc:
-            for _, _, fut in jobs:
-                fut.set_exception(exc)
-            return
-        offset = 0
-        for rows, _, fut in jobs:
-            fut.set_result(results[offset : offset + len(rows)])
-            offset += len(rows)
 
 
 # ---------------------------------------------------------------------- requests (SGLang 0.5.17)
@@ -342,22 +121,13 @@ class _TokenizeRequest(BaseModel):
     add_special_tokens: bool = True
 
 
-class _HTTPError(Exception):
-    """An error answered with SGLang's flat JSON body."""
-
-    def __init__(self, message: str, status: int = 400, kind: str = "BadRequestError") -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
-
-
-def _validation_error(errors: Sequence[Any]) -> _HTTPError:
+def _validation_error(errors: Sequence[Any]) -> HTTPError:
     """SGLang's answer to a body FastAPI cannot validate: 400, type "Bad Request", the message
     ``str(RequestValidationError)`` followed by the error list."""
     exc = RequestValidationError(errors)
     exc_str, errors_str = str(exc), str(exc.errors())
     message = f"{exc_str} {errors_str}" if errors_str and errors_str != exc_str else exc_str
-    return _HTTPError(message, 400, "Bad Request")
+    return HTTPError(message, 400, "Bad Request")
 
 
 def _parse_body(raw: bytes, content_type: str, model: type[BaseModel], limit: int) -> Any:
@@ -365,7 +135,7 @@ def _parse_body(raw: bytes, content_type: str, model: type[BaseModel], limit: in
         msg = "Unsupported Media Type: Only 'application/json' is allowed"
         raise _validation_error([{"loc": ["header", "content-type"], "msg": msg, "type": "value_error"}])
     if len(raw) > limit:
-        raise _HTTPError(f"Request body too large: more than {limit} bytes", 413, "RequestTooLargeError")
+        raise HTTPError(f"Request body too large: more than {limit} bytes", 413, "RequestTooLargeError")
     try:
         data = json.loads(raw)
     except ValueError as exc:
@@ -382,14 +152,14 @@ def _parse_body(raw: bytes, content_type: str, model: type[BaseModel], limit: in
 def _check_labels(labels: list[int], label_vocab: int) -> list[int]:
     """Label token checks of SGLang 0.5.17 and 0.5.23 together (the stricter of each)."""
     if not labels:
-        raise _HTTPError("label_token_ids must be a nonempty list")
+        raise HTTPError("label_token_ids must be a nonempty list")
     if any(t < 0 for t in labels):
-        raise _HTTPError("label_token_ids must contain nonnegative integers")
+        raise HTTPError("label_token_ids must contain nonnegative integers")
     if len(set(labels)) != len(labels):
-        raise _HTTPError("label_token_ids must not contain duplicate tokens")
+        raise HTTPError("label_token_ids must not contain duplicate tokens")
     for t in labels:
         if t >= label_vocab:
-            raise _HTTPError(f"Token ID {t} is out of vocabulary (vocab size: {label_vocab})")
+            raise HTTPError(f"Token ID {t} is out of vocabulary (vocab size: {label_vocab})")
     return labels
 
 
@@ -428,9 +198,9 @@ class _Service:
 
     def check_ready(self) -> None:
         if self.runner.failed is not None:
-            raise _HTTPError(f"The model failed to load: {self.runner.failed}", 500, "InternalServerError")
+            raise HTTPError(f"The model failed to load: {self.runner.failed}", 500, "InternalServerError")
         if not self.runner.ready.is_set():
-            raise _HTTPError("The server is still loading the model", 503, "ServiceUnavailableError")
+            raise HTTPError("The server is still loading the model", 503, "ServiceUnavailableError")
 
     def check_sizes(self, sequences: list[list[int]]) -> None:
         """SGLang's over-long check per prompt (a prompt must stay below the context length),
@@ -438,12 +208,12 @@ class _Service:
         ctx = self.runner.context_length
         for ids in sequences:
             if len(ids) >= ctx:
-                raise _HTTPError(
+                raise HTTPError(
                     f"The input ({len(ids)} tokens) is longer than the model's context length ({ctx} tokens)."
                 )
         total = sum(len(ids) for ids in sequences)
         if total > self.config.max_request_tokens:
-            raise _HTTPError(
+            raise HTTPError(
                 f"Request too large: {total} prompt tokens > {self.config.max_request_tokens}",
                 413,
                 "RequestTooLargeError",
@@ -451,7 +221,7 @@ class _Service:
 
     def check_count(self, n: int) -> None:
         if n > self.config.max_items_per_request:
-            raise _HTTPError(
+            raise HTTPError(
                 f"Too many items in one request: {n} > {self.config.max_items_per_request}",
                 413,
                 "RequestTooLargeError",
@@ -471,7 +241,7 @@ class _Service:
             prompts = [f"{x}{req.query}" if req.item_first else f"{req.query}{x}" for x in texts]
             return await run_in_threadpool(self.runner.tokenize, prompts, True)
         if isinstance(req.query, str):
-            raise _HTTPError(
+            raise HTTPError(
                 "query is text but items are token ids: SGLang would score the text of the Python list "
                 "(send the query as token ids too)"
             )
@@ -482,30 +252,30 @@ class _Service:
             for i, ids in enumerate(seqs):
                 bad = [t for t in ids if not 0 <= t < self.runner.vocab_size]
                 if bad:
-                    raise _HTTPError(f"Token id {bad[0]} of item {i} is out of range [0, {self.runner.vocab_size})")
+                    raise HTTPError(f"Token id {bad[0]} of item {i} is out of range [0, {self.runner.vocab_size})")
             return seqs
-        raise _HTTPError("Invalid combination of query/items types for score_request.")
+        raise HTTPError("Invalid combination of query/items types for score_request.")
 
     async def score(self, req: ScoreRequest) -> dict[str, Any]:
         """Answer ``/v1/score``; the checks come in SGLang's order."""
         if req.embed_override_token_id is not None or req.query_embed_overrides or req.item_embed_overrides:
-            raise _HTTPError("embedding overrides are not supported by the local backend")
+            raise HTTPError("embedding overrides are not supported by the local backend")
         if req.label_token_ids is None:
-            raise _HTTPError("label_token_ids is required for generation (CausalLM) models.")
+            raise HTTPError("label_token_ids is required for generation (CausalLM) models.")
         if req.items is None:
-            raise _HTTPError("items must be provided")
+            raise HTTPError("items must be provided")
         if req.items == []:  # SGLang answers no items with no scores, before any other check
             return _score_response([], [], req)
         labels = _check_labels(req.label_token_ids, self.runner.label_vocab_size)
         sequences = await self.score_ids(req)
         if req.return_pooled_hidden_states:
-            raise _HTTPError(
+            raise HTTPError(
                 "return_pooled_hidden_states is not supported for CausalLM models. It requires a model "
                 "with a task-specific head (e.g. SequenceClassification or RewardModel)."
             )
         for i, ids in enumerate(sequences):
             if not ids:
-                raise _HTTPError(f"The input of item {i} is empty (query + item has no tokens)")
+                raise HTTPError(f"The input of item {i} is empty (query + item has no tokens)")
         logprobs = await self.score_sequences(sequences, labels)
         return _score_response(sequences, [_label_scores(lp, req.apply_softmax) for lp in logprobs], req)
 
@@ -513,16 +283,16 @@ class _Service:
     def validate_rerank(req: RerankRequest) -> None:
         """SGLang's ``OpenAIServingRerank._validate_request`` messages."""
         if not req.query:
-            raise _HTTPError("Query cannot be empty")
+            raise HTTPError("Query cannot be empty")
         if not req.query.strip():
-            raise _HTTPError("Query cannot be empty or whitespace only")
+            raise HTTPError("Query cannot be empty or whitespace only")
         if not req.documents:
-            raise _HTTPError("Documents cannot be empty")
+            raise HTTPError("Documents cannot be empty")
         for doc in req.documents:
             if not doc:
-                raise _HTTPError("Each document must be a non-empty string")
+                raise HTTPError("Each document must be a non-empty string")
             if not doc.strip():
-                raise _HTTPError("Each document cannot be empty or whitespace only")
+                raise HTTPError("Each document cannot be empty or whitespace only")
 
     def rerank_ids(self, req: RerankRequest) -> list[list[int]]:
         if self.config.rerank_prompt == "sglang":
@@ -587,42 +357,18 @@ class _Service:
         }
 
 
-def _error(message: str, status: int, kind: str) -> Any:
-    body = {"object": "error", "message": message, "type": kind, "param": None, "code": status}
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
 def create_app(config: LocalRerankConfig, runner: RerankRunner | None = None) -> Any:
     """Build the FastAPI application (the model loads in the background once it starts)."""
     runner = runner or RerankRunner(config)
     svc = _Service(config, runner)
 
-    @asynccontextmanager
-    async def lifespan(app: Any) -> Any:
-        runner.start()
-        yield
-        runner.stop()
-
-    app = FastAPI(title="qwen-sglang local reranker", version=__version__, lifespan=lifespan)
-    app.state.runner = runner
-
-    app.add_middleware(Guard, config=config)
-
-    @app.exception_handler(_HTTPError)
-    async def http_error(request: Request, exc: _HTTPError) -> Any:
-        return _error(str(exc), exc.status, exc.kind)
+    app = new_app("qwen-sglang local reranker", config, runner)
 
     async def parsed(request: Request, model: type[BaseModel]) -> Any:
         raw = await request.body()
         body = _parse_body(raw, request.headers.get("content-type", ""), model, config.max_request_bytes)
         svc.check_ready()
         return body
-
-    @app.get("/health")
-    @app.get("/ready")
-    async def health() -> Any:
-        return Response(status_code=200 if runner.ready.is_set() and runner.failed is None else 503)
 
     @app.get("/v1/models")
     async def models() -> Any:
@@ -662,7 +408,7 @@ def create_app(config: LocalRerankConfig, runner: RerankRunner | None = None) ->
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Any:
         svc.check_ready()
-        raise _HTTPError(
+        raise HTTPError(
             "This model does not appear to be an embedding model by default. "
             "Please add `--is-embedding` when launching the server or try another model."
         )

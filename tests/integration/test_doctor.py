@@ -159,3 +159,23 @@ def test_doctor_recognises_a_reranker_server(rerank_server: ManagedServer) -> No
     assert row.status == "fail" and "serves a reranker" in row.value and not wrong.ok
     out = doctor("--base-url", rerank_server.base_url)
     assert out.returncode == 0 and "a reranker server" in flat(out.stdout), out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"), [("/models/Qwen3-Reranker-0.6B", "reranker"), ("/models/Qwen3-0.6B", "generation")]
+)
+def test_doctor_tells_an_sglang_reranker_from_a_generation_model(path: str, kind: str) -> None:
+    """SGLang says only ``is_generation: true`` for both; the model's name tells a reranker."""
+    info = {"model_path": path, "is_generation": True, "architectures": ["Qwen3ForCausalLM"]}
+    routes = {
+        "/model_info": (200, "application/json", json.dumps(info).encode()),
+        "/v1/score": (200, "application/json", b'{"scores": [[0.6, 0.4]], "object": "scoring"}'),
+    }
+    with canned_server(_EMPTY, routes) as url:
+        report = probe_server(url)
+    rows = {c.name: c for c in report.checks}
+    assert report.kind == kind
+    if kind == "reranker":
+        assert rows["reranker"].status == "ok" and rows["embedding model"].status == "info"
+    else:
+        assert rows["embedding model"].status == "fail" and "generation model" in rows["embedding model"].value
