@@ -100,8 +100,8 @@ class Flag:
 
     ``kind``: ``"value"`` passes ``FLAG VALUE``; ``"switch"`` passes ``FLAG`` when true;
     ``"negated"`` passes ``FLAG`` when false (``--no-matryoshka``); ``"json_override"`` passes
-    ``FLAG '{"is_matryoshka": true}'`` when true. Nothing is passed when the value is ``None``
-    or equals ``omit`` (the server's own default).
+    ``FLAG '{"is_matryoshka": true}'`` when true; a list as ``FLAG a,b``. Nothing is passed when
+    the value is ``None``, an empty list, or equals ``omit`` (the server's own default).
     """
 
     name: str
@@ -120,7 +120,7 @@ class Flag:
         if self.kind == "json_override":
             return [self.name, json.dumps({"is_matryoshka": True})] if value else []
         if isinstance(value, tuple | list):
-            return [self.name, ",".join(str(v) for v in value)]
+            return [self.name, ",".join(str(v) for v in value)] if value else []
         return [self.name, str(value)]
 
 

@@ -112,6 +112,9 @@ def test_local_backend_argv() -> None:
     argv = LocalEmbeddingServer("/m", port=4321, matryoshka=False, context_length=512).command()
     assert argv[:6] == [sys.executable, "-m", "qwen_sglang", "serve", "--backend", "local"]
     assert "--no-matryoshka" in argv and argv[argv.index("--context-length") + 1] == "512"
+    assert "--allowed-hosts" not in argv  # nothing for an empty list
+    named = LocalEmbeddingServer("/m", port=4321, allowed_hosts=["gpu-box.lan", "emb.internal"]).command()
+    assert named[named.index("--allowed-hosts") + 1] == "gpu-box.lan,emb.internal"
 
 
 def test_cli_dry_run_prints_the_sglang_command_with_key_masked() -> None:
