@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import qwen_sglang.client as client_module
+import qwen_sglang.client.answers as client_module
 from qwen_sglang import EmbeddingClient
 
 

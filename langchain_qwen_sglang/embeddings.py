@@ -88,8 +88,13 @@ class QwenSGLangEmbeddings(QwenSGLangSettings, Embeddings):
 
     @model_validator(mode="after")
     def _build_client(self) -> QwenSGLangEmbeddings:
+        """Runs at construction (the client is made) and after every assignment of a field
+        (validated; the client's settings are replaced, so the next call uses the new value)."""
         self.require_aligned_output("LangChain")
-        self._client = EmbeddingClient(self.core_settings())
+        if self.__pydantic_private__ and "_client" in self.__pydantic_private__:
+            self._client.settings = self.core_settings()
+        else:
+            self._client = EmbeddingClient(self.core_settings())
         return self
 
     @property

@@ -58,10 +58,16 @@ class QwenSGLangEmbedding(BaseEmbedding, QwenSGLangSettings):
 
     @model_validator(mode="after")
     def _build_client(self) -> QwenSGLangEmbedding:
+        """Runs at construction (the client is made) and after every assignment of a field
+        (validated; the client's settings are replaced, so the next call uses the new value)."""
         self.require_aligned_output("LlamaIndex")
         if self.model_name in ("", "unknown"):
-            self.model_name = self.model or "unknown"
-        self._client = EmbeddingClient(self.core_settings())
+            # Written to the dict: an assignment would run this validator again.
+            self.__dict__["model_name"] = self.model or "unknown"
+        if self.__pydantic_private__ and "_client" in self.__pydantic_private__:
+            self._client.settings = self.core_settings()
+        else:
+            self._client = EmbeddingClient(self.core_settings())
         return self
 
     @classmethod

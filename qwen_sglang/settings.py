@@ -213,6 +213,7 @@ class QwenSGLangSettings(BaseModel):
         arbitrary_types_allowed=True,
         use_attribute_docstrings=True,
         protected_namespaces=(),
+        validate_assignment=True,
     )
 
     base_url: str = Field(default_factory=_env("QWEN_SGLANG_BASE_URL", DEFAULT_BASE_URL))
@@ -305,11 +306,13 @@ class QwenSGLangSettings(BaseModel):
     default_headers: dict[str, str] | None = None
     """Extra HTTP headers sent with every request (visible ASCII values)."""
 
-    server: Any = Field(default=None, exclude=True, repr=False)
-    """A managed server (`qwen_sglang.SGLangServer`, `qwen_sglang.LocalEmbeddingServer`);
-    its URL, key and model name are used unless given explicitly. The request sizes that suit
-    its backend come from the server itself at the first call, as for any client (the local
-    backend advertises few large requests)."""
+    server: ServerHandle | None = Field(default=None, exclude=True, repr=False)
+    """A managed server (`qwen_sglang.SGLangServer`, `qwen_sglang.LocalEmbeddingServer`, or any
+    `ServerHandle`); its URL, key and model name are used unless given explicitly, and a
+    connection error once its process has exited names its exit code and log tail. The request
+    sizes that suit its backend come from the server itself at the first call, as for any
+    client (the local backend advertises few large requests). Read when the settings are made:
+    it cannot be assigned later."""
 
     if not TYPE_CHECKING:  # type checkers keep the signature pydantic derives from the fields
 
@@ -318,6 +321,30 @@ class QwenSGLangSettings(BaseModel):
                 super().__init__(**data)
             except ValidationError as exc:
                 raise _configuration_error(exc) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Assigning a setting validates it as construction does, with the same errors; a value
+        refused leaves the object as it was (pydantic would keep a value a model-level check
+        refused). Credentials taken from ``base_url`` go with it: assigning another URL drops
+        them (the new URL's own are taken). ``server`` is read at construction only."""
+        if name not in type(self).model_fields:
+            super().__setattr__(name, value)
+            return
+        if name == "server":
+            raise ConfigurationError(
+                "server is read when the settings are made (its URL, key and model fill those not given): "
+                "make new settings with server=..."
+            )
+        saved = (dict(self.__dict__), set(self.__pydantic_fields_set__))
+        try:
+            if name == "base_url":
+                self.__dict__["url_credentials"] = None
+            super().__setattr__(name, value)
+        except (ValidationError, ConfigurationError) as exc:
+            self.__dict__.clear()
+            self.__dict__.update(saved[0])
+            object.__setattr__(self, "__pydantic_fields_set__", saved[1])
+            raise (_configuration_error(exc) if isinstance(exc, ValidationError) else exc) from None
 
     def __getstate__(self) -> dict[Any, Any]:
         """Pickles carry no secret: ``api_key``, ``url_credentials`` and ``server`` are left out
@@ -346,22 +373,29 @@ class QwenSGLangSettings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _from_server(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("server") is not None:
-            srv = data["server"]
-            for name in ("base_url", "model"):
-                if data.get(name) is None and getattr(srv, name, None):
-                    data[name] = getattr(srv, name)
-            if data.get("api_key") is None and getattr(srv, "api_key", None) is not None:
-                data["api_key"] = srv.api_key
-        return data
+        """A managed server's URL, model name and key fill the settings not given."""
+        if not isinstance(data, dict) or data.get("server") is None:
+            return data
+        server = data["server"]
+        if not isinstance(server, ServerHandle):
+            raise ConfigurationError(
+                f"server must be a managed server (qwen_sglang.SGLangServer, LocalEmbeddingServer, or an object "
+                f"with what qwen_sglang.settings.ServerHandle lists: base_url, model, api_key, backend, pid, "
+                f"returncode, logs_tail), not {type(server).__name__}"
+            )
+        filled = {"base_url": server.base_url, "model": server.model, "api_key": server.api_key}
+        return data | {name: value for name, value in filled.items() if data.get(name) is None and value}
 
     @model_validator(mode="after")
     def _check(self) -> QwenSGLangSettings:
-        self.base_url, in_url = _split_credentials(normalize_base_url(self.base_url))
+        # Runs at construction and after every assignment: what it derives is written to the
+        # object's dict (an assignment here would validate again, and again).
+        base_url, in_url = _split_credentials(normalize_base_url(self.base_url))
+        self.__dict__["base_url"] = base_url
         if in_url is not None:
             if self.url_credentials is not None:
                 raise ConfigurationError("base_url carries user:password and url_credentials is set too: keep one")
-            self.url_credentials = in_url
+            self.__dict__["url_credentials"] = in_url
             self.model_fields_set.add("url_credentials")  # given, as the URL was: copies keep it
         if self.url_credentials is not None and self.api_key is not None:
             raise ConfigurationError(

@@ -10,10 +10,13 @@ What is asked, in this order, each once:
   path; LoRA adapters after it) and ``max_model_len``;
 - ``GET /model_info`` (``/get_model_info`` on SGLang < 0.5.16): ``model_path``,
   ``is_generation``, ``model_type`` and ``architectures`` from the model's config (SGLang 0.5.16+);
-  the local backend adds the native width (``embedding.dimension``) and the model's
+  the ``embedding`` block (SGLang 0.5.17+ and the local backend): whether the server truncates to
+  ``dimensions`` (``supports_dimensions``) and to which widths (``matryoshka_dimensions``, empty:
+  any); the local backend adds the native width (``embedding.dimension``) and the model's
   sentence-transformers prompts (``sentence_transformers.prompts``);
-- ``GET /server_info``: ``client_defaults``, the request shape the server prefers, in the
-  client's own setting names (the local backend; SGLang advertises none).
+- ``GET /server_info``: ``dp_size`` (SGLang's data-parallel ranks: the default concurrency grows
+  with them) and ``client_defaults``, the request shape the server prefers, in the client's own
+  setting names (the local backend; SGLang advertises none).
 
 This module holds the pure part: reading those answers (`parse_facts`) and deciding what they
 mean (`same_model`, `served_preset`, `default_query_prompt`, `request_shape`). The requests
@@ -31,6 +34,7 @@ from qwen_sglang.instructions import DEFAULT_TASK, query_prompt
 from qwen_sglang.presets import ModelPreset, find_preset
 
 __all__ = [
+    "DEFAULT_IN_FLIGHT",
     "SHAPE_SETTINGS",
     "ServerFacts",
     "default_query_prompt",
@@ -44,6 +48,11 @@ __all__ = [
 #: The settings a server may advertise in ``client_defaults`` (anything else is ignored), with
 #: the largest value accepted for each.
 SHAPE_SETTINGS: dict[str, int] = {"batch_size": 100_000, "max_batch_tokens": 100_000_000, "max_concurrency": 1024}
+#: Requests in flight per data-parallel rank of an SGLang server when ``max_concurrency`` is not
+#: set (2x H200, SGLang 0.5.17: 8 per rank reached 0.93-0.95 of the raw rate, 4 per rank less,
+#: 16 per rank no more; docs/benchmarks.md, "Two GPUs").
+DEFAULT_IN_FLIGHT = 8
+_MAX_DP_SIZE = 128
 
 _HF_CACHE = re.compile(r"models--([^/]+)--([^/]+)/snapshots/[^/]+$")
 #: Model types and architectures of the Qwen3 family (Qwen3-Embedding declares ``qwen3`` /
@@ -76,7 +85,16 @@ class ServerFacts:
     native_dim: int | None = None
     """``/model_info`` ``embedding.dimension`` (the local backend)."""
     max_model_len: int | None = None
-    """``/v1/models`` ``max_model_len``: the served context length."""
+    """``/v1/models`` ``max_model_len``: the served context length (SGLang refuses an input of
+    exactly this many tokens)."""
+    supports_dimensions: bool | None = None
+    """``/model_info`` ``embedding.supports_dimensions``: whether the server truncates to
+    ``dimensions`` (``None``: the server does not say; SGLang < 0.5.17, other servers)."""
+    matryoshka_dimensions: tuple[int, ...] = ()
+    """``/model_info`` ``embedding.matryoshka_dimensions``: the only widths the server truncates
+    to (empty: any width up to the native one)."""
+    dp_size: int | None = None
+    """``/server_info`` ``dp_size``: SGLang's data-parallel ranks (``None``: not reported)."""
     prompts: Mapping[str, str] = field(default_factory=dict)
     """The model's sentence-transformers prompts (the local backend), e.g. ``{"query": ...}``."""
     client_defaults: Mapping[str, int] = field(default_factory=dict)
@@ -170,12 +188,18 @@ def default_query_prompt(facts: ServerFacts, preset: ModelPreset | None, task: s
     return None
 
 
-def request_shape(advertised: Mapping[str, int], explicit: Mapping[str, int], given: set[str]) -> dict[str, int]:
-    """The request shape to use: what was set explicitly, else what the server advertised,
-    else the package default (``explicit`` holds every shape setting's current value, ``given``
-    the names set explicitly). ``max_concurrency`` is only ever lowered by the server: the
-    client's connection pool is sized from its own setting."""
+def request_shape(
+    advertised: Mapping[str, int], explicit: Mapping[str, int], given: set[str], dp_size: int | None = None
+) -> dict[str, int]:
+    """The request shape to use: what was set explicitly, else what the server advertised, else
+    the package default (``explicit`` holds every shape setting's current value, ``given`` the
+    names set explicitly). When ``max_concurrency`` is not given, a server of ``dp_size`` > 1
+    data-parallel ranks gets `DEFAULT_IN_FLIGHT` requests in flight per rank; an advertised
+    ``max_concurrency`` only ever lowers that (a server cannot make the client open more
+    connections than its settings and ranks say)."""
     shape = dict(explicit)
+    if "max_concurrency" not in given and dp_size is not None and dp_size > 1:
+        shape["max_concurrency"] = DEFAULT_IN_FLIGHT * dp_size
     for name, value in advertised.items():
         if name in given or name not in shape:
             continue
@@ -209,7 +233,8 @@ def parse_facts(models: Any, info: Any, server_info: Any) -> ServerFacts:
                 max_len = max_len or _pos_int(entry.get("max_model_len"))
     path = model_type = None
     architectures: tuple[str, ...] = ()
-    is_embedding = native = None
+    is_embedding = native = supports_dims = None
+    matryoshka: tuple[int, ...] = ()
     prompts: dict[str, str] = {}
     if isinstance(info, dict) and ("model_path" in info or "is_generation" in info):
         answered.add("model_info")
@@ -223,12 +248,19 @@ def parse_facts(models: Any, info: Any, server_info: Any) -> ServerFacts:
         embedding = info.get("embedding")
         if isinstance(embedding, dict):
             native = _pos_int(embedding.get("dimension"))
+            if isinstance(embedding.get("supports_dimensions"), bool):
+                supports_dims = embedding["supports_dimensions"]
+            widths = embedding.get("matryoshka_dimensions")
+            if isinstance(widths, list) and all(_pos_int(w) for w in widths):
+                matryoshka = tuple(sorted(set(widths)))
         st = info.get("sentence_transformers")
         if isinstance(st, dict) and isinstance(st.get("prompts"), dict):
             prompts = {k: v for k, v in st["prompts"].items() if isinstance(k, str) and isinstance(v, str)}
     shape: dict[str, int] = {}
+    dp_size = None
     if isinstance(server_info, dict):
         answered.add("server_info")
+        dp_size = _pos_int(server_info.get("dp_size"), _MAX_DP_SIZE)
         advertised = server_info.get("client_defaults")
         if isinstance(advertised, dict):
             for name, limit in SHAPE_SETTINGS.items():
@@ -244,6 +276,9 @@ def parse_facts(models: Any, info: Any, server_info: Any) -> ServerFacts:
         is_embedding=is_embedding,
         native_dim=native,
         max_model_len=max_len,
+        supports_dimensions=supports_dims,
+        matryoshka_dimensions=matryoshka,
+        dp_size=dp_size,
         prompts=prompts,
         client_defaults=shape,
         answered=frozenset(answered),

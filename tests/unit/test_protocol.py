@@ -28,7 +28,7 @@ from qwen_sglang import (
     RateLimitError,
     RequestTooLargeError,
 )
-from qwen_sglang import client as client_module
+from qwen_sglang.client import shells as client_module
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -411,7 +411,9 @@ def test_server_without_tokenize_still_embeds_long_texts(use_async: bool) -> Non
         return httpx.Response(200, json=ok_body(len(payload["input"])))
 
     rec = Recorder(handler)
-    client = make_client(rec, model="unknown-model")
+    # A limit the client knows (here max_tokens; with SGLang, /v1/models' max_model_len) makes
+    # the long text a suspect worth counting; without one nothing is counted or cut.
+    client = make_client(rec, model="unknown-model", max_tokens=100)
     long_text = "word " * 400
     assert len(embed(client, [long_text, "short"], use_async)) == 2
     assert len(embed(client, [long_text], use_async)) == 1
@@ -422,13 +424,13 @@ def test_server_without_tokenize_still_embeds_long_texts(use_async: bool) -> Non
 
 @both
 def test_json_bodies_read_the_same_with_and_without_orjson(use_async: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    import qwen_sglang.client as client_module
+    import qwen_sglang.client.answers as answers_module
 
-    assert client_module._orjson_loads is not None  # a CPython dependency: the fast path is the one in use
+    assert answers_module._orjson_loads is not None  # a CPython dependency: the fast path is the one in use
     floats = json.dumps(ok_body(3)).encode()
     rec = Recorder(lambda r, p: httpx.Response(200, content=floats, headers={"content-type": "application/json"}))
     fast = embed(make_client(rec, encoding_format="float"), ["a", "b", "c"], use_async)
-    monkeypatch.setattr(client_module, "_orjson_loads", None)
+    monkeypatch.setattr(answers_module, "_orjson_loads", None)
     slow = embed(make_client(rec, encoding_format="float"), ["a", "b", "c"], use_async)
     assert fast == slow
     np.testing.assert_allclose(fast, [vec(i) for i in range(3)], atol=1e-7)

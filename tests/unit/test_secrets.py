@@ -21,7 +21,7 @@ from qwen_sglang import (
     InternalServerError,
     QwenSGLangSettings,
 )
-from qwen_sglang import client as client_module
+from qwen_sglang.client import shells as client_module
 
 KEY = "sk-very-secret-key-123"
 PASSWORD = "pa55-w0rd-secret"

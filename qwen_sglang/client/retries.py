@@ -1,0 +1,111 @@
+"""One request with its retries: what is retried, how long it waits, and when it gives up."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+from qwen_sglang._urls import root_url
+from qwen_sglang.client.answers import RETRY_STATUS, answer_json, retry_after, status_error, transport_error, with_note
+from qwen_sglang.client.ops import Flow, Send, Sleep
+from qwen_sglang.client.transport import Answer
+from qwen_sglang.errors import APIConnectionError, QwenSGLangError
+from qwen_sglang.settings import DEFAULT_MODEL, QwenSGLangSettings
+
+__all__ = ["backoff", "request_flow", "retry_deadline"]
+
+logger = logging.getLogger("qwen_sglang")
+
+_BACKOFF_BASE = 0.5
+_BACKOFF_MAX = 8.0
+_RETRY_AFTER_MAX = 60.0  # the longest Retry-After honoured when there is no deadline (timeout=None)
+
+
+def request_flow(
+    s: QwenSGLangSettings,
+    method: str,
+    path: str,
+    payload: Any = None,
+    *,
+    root: bool = False,
+    max_bytes: int | None = None,
+) -> Flow[Any]:
+    """Send one request with retries; return the decoded JSON body.
+
+    Timeouts, connection errors and `RETRY_STATUS` answers are retried up to ``max_retries``
+    times, after the server's Retry-After or an exponential `backoff`. Each attempt ends within
+    ``timeout``; all of them, with the pauses between them, by the retry deadline
+    (`retry_deadline`): a wait that would end past it is not taken. An answer larger than
+    ``max_bytes`` (default: from the request's size) is refused, not retried.
+    """
+    url = (root_url(s.base_url) if root else s.base_url) + path
+    overall = retry_deadline(s.timeout, s.max_retries)
+    attempt = 0
+    while True:
+        deadline = None if s.timeout is None else time.monotonic() + s.timeout
+        if deadline is not None and overall is not None:
+            deadline = min(deadline, overall)
+        result = yield Send(method, url, payload, deadline=deadline, max_bytes=max_bytes)
+        assert result is not None
+        wait: float | None = None
+        if isinstance(result, Answer):
+            if result.status_code < 300:
+                return answer_json(result, url)
+            error: Exception = status_error(result, url, s.base_url)
+            retry = result.status_code in RETRY_STATUS
+            wait = retry_after(result)
+        elif isinstance(result, QwenSGLangError):  # an answer refused as it arrived: not retried
+            raise result
+        else:
+            error = transport_error(result, url, s.model or DEFAULT_MODEL, s.timeout)
+            retry = True
+        if not retry or attempt >= s.max_retries:
+            raise explain_dead_server(s, error)
+        delay = wait if wait is not None else backoff(attempt)
+        if overall is None:
+            delay = min(delay, _RETRY_AFTER_MAX)
+        elif time.monotonic() + delay >= overall:
+            asked = f"the server asked to wait {delay:.0f} s (Retry-After)" if wait is not None else "the backoff"
+            left = max(overall - time.monotonic(), 0.0)
+            note = (
+                f"(not retried: {asked}, past the retry deadline, {left:.1f} s from now; it follows from "
+                "timeout and max_retries)"
+            )
+            raise explain_dead_server(s, with_note(error, note))
+        logger.info("retrying %s %s in %.2fs after: %s", method, url, delay, error)
+        attempt += 1
+        yield Sleep(delay)
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter in [base*2^n / 2, base*2^n], capped."""
+    ceiling = min(_BACKOFF_MAX, _BACKOFF_BASE * 2.0**attempt)
+    return ceiling / 2 + random.random() * ceiling / 2
+
+
+def retry_deadline(timeout: float | None, max_retries: int) -> float | None:
+    """When one request, with all its retries and pauses, must be over (``time.monotonic()``):
+    every attempt may take ``timeout`` and every pause the longest backoff (8 s);
+    ``None`` without a timeout."""
+    if timeout is None:
+        return None
+    return time.monotonic() + (max_retries + 1) * timeout + max_retries * _BACKOFF_MAX
+
+
+def explain_dead_server(settings: QwenSGLangSettings, error: Exception) -> Exception:
+    """A connection error to a managed server (``settings.server``) that has exited says so,
+    with its exit code and log tail."""
+    server = settings.server
+    if not isinstance(error, APIConnectionError) or server is None:
+        return error
+    code = server.returncode
+    if code is None:
+        return error
+    pid = f" (pid {server.pid})" if server.pid is not None else ""
+    return APIConnectionError(
+        f"the managed {server.backend} server at {settings.base_url}{pid} exited with code {code}; last lines "
+        f"of its log:\n{server.logs_tail(20)}",
+        url=error.url,
+    )
