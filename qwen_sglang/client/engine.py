@@ -75,8 +75,14 @@ class Engine:
 
     @settings.setter
     def settings(self, value: QwenSGLangSettings) -> None:
+        """New settings, checked against what is known of the server they point at (a width
+        wider than its model's, or not one it truncates to, is refused now, not at the next call)."""
         if not isinstance(value, QwenSGLangSettings):
             raise ConfigurationError(f"settings must be a qwen_sglang.QwenSGLangSettings, not {type(value).__name__}")
+        with self._lock:
+            server = self._server if self._server.base_url == value.base_url else ServerState(value.base_url)
+        if value.dimensions is not None and server.facts is not None:
+            _check_width(Terms.settle(value, server), value.dimensions)
         self._settings = value
 
     @property

@@ -1,0 +1,201 @@
+"""The client engine's own rules, at the protocol level (httpx.MockTransport): what it does with
+answers (re-normalising, refusing duplicates), what it learns from the discovery answers
+(SGLang 0.5.17+'s embedding block, ``dp_size``, the served context) and that settings changed
+after construction apply. Each runs the sync and the async path (``use_async``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from qwen_sglang import ConfigurationError, EmbeddingClient, MalformedResponseError
+from tests.unit.test_discovery import SGLANG
+from tests.unit.test_protocol import Recorder, both, embed, ok_body, vec
+
+
+def client_for(rec: Recorder, **kwargs: Any) -> EmbeddingClient:
+    transport = httpx.MockTransport(rec)
+    kwargs.setdefault("base_url", "http://mock:30000/v1")
+    return EmbeddingClient(
+        http_client=httpx.Client(transport=transport),
+        http_async_client=httpx.AsyncClient(transport=transport),
+        **kwargs,
+    )
+
+
+def bf16(v: np.ndarray) -> np.ndarray:
+    """``v`` rounded to bfloat16 (8 bits of mantissa), as SGLang's answers are."""
+    bits = v.astype(np.float32).view(np.uint32)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return rounded.view(np.float32)
+
+
+@both
+def test_answers_rounded_to_bf16_are_given_back_at_unit_length(use_async: bool) -> None:
+    # SGLang's vectors are unit length before bf16 rounding, off by up to ~0.3% after it
+    dim = 1024
+    sent = [bf16(vec(i, dim)) for i in range(4)]
+    assert max(abs(float(np.linalg.norm(v)) - 1.0) for v in sent) > 1e-4  # the error being corrected
+
+    def handler(request: httpx.Request, payload: dict[str, Any]) -> httpx.Response:
+        data = [{"embedding": sent[i].tolist(), "index": i} for i in range(len(payload["input"]))]
+        return httpx.Response(200, json={"data": data})
+
+    out = np.array(embed(client_for(Recorder(handler), model="m"), ["a", "b", "c", "d"], use_async))
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    for got, v in zip(out, sent, strict=True):  # the direction is the server's
+        np.testing.assert_allclose(got, v / np.linalg.norm(v), atol=1e-7)
+
+
+REASONS = {
+    "duplicate index": r"index 0 appears twice",
+    "index out of range": r"entry 1 has index 5",
+    "fewer vectors": r"1 embeddings for 2 inputs",
+}
+
+
+@both
+@pytest.mark.parametrize("case", list(REASONS))
+def test_malformed_answers_name_their_reason(case: str, use_async: bool) -> None:
+    # the error type alone does not show which check caught the answer (a NaN check caught a
+    # duplicate index by accident once): the message names the reason
+    from tests.unit.test_protocol import MALFORMED
+
+    body = json.dumps(MALFORMED[case](2)).encode()
+    rec = Recorder(lambda r, p: httpx.Response(200, content=body, headers={"content-type": "application/json"}))
+    with pytest.raises(MalformedResponseError, match=REASONS[case]):
+        embed(client_for(rec, model="m"), ["a", "b"], use_async)
+
+
+@both
+def test_show_progress_draws_a_bar_advancing_per_text(use_async: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]))))
+    client = client_for(rec, model="m", batch_size=2, show_progress=True)
+    embed(client, [f"text {i}" for i in range(5)], use_async)
+    err = capsys.readouterr().err
+    assert "Embedding" in err and "5/5" in err
+    quiet = client_for(rec, model="m", batch_size=2, show_progress=False)
+    embed(quiet, [f"text {i}" for i in range(5)], use_async)
+    assert "Embedding" not in capsys.readouterr().err
+
+
+def sglang_with(**info: Any) -> dict[str, Any]:
+    """SGLang's discovery answers with ``info`` merged into ``/model_info`` (``server_info`` and
+    ``models`` keys go to those endpoints instead)."""
+    answers = json.loads(json.dumps(SGLANG))
+    answers["/server_info"].update(info.pop("server_info", {}))
+    if "models" in info:
+        answers["/v1/models"]["data"][0].update(info.pop("models"))
+    answers["/model_info"].update(info)
+    return answers
+
+
+def dims_sent(rec: Recorder) -> list[Any]:
+    return [r.get("dimensions") for r in rec.requests if "input" in r]
+
+
+@both
+def test_a_server_that_says_it_cannot_truncate_gets_no_dimensions_field(use_async: bool) -> None:
+    # SGLang 0.5.17+ says so in /model_info: no request is spent learning it from a 400
+    answers = sglang_with(embedding={"supports_dimensions": False, "matryoshka_dimensions": None})
+    rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]), 2560)), answers)
+    client = client_for(rec, dimensions=256)
+    out = np.array(embed(client, ["a", "b"], use_async))
+    assert out.shape == (2, 256)
+    assert dims_sent(rec) == [None]
+    assert client.client_side_dimensions
+    np.testing.assert_allclose(out[0], vec(0, 2560)[:256] / np.linalg.norm(vec(0, 2560)[:256]), atol=1e-6)
+
+
+@both
+def test_matryoshka_dimensions_named_by_the_server_bound_the_widths(use_async: bool) -> None:
+    answers = sglang_with(embedding={"supports_dimensions": True, "matryoshka_dimensions": [256, 1024]})
+    rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]), p.get("dimensions", 2560))), answers)
+    client = client_for(rec, dimensions=512)
+    with pytest.raises(ConfigurationError, match=r"dimensions=512 is not one .* \[256, 1024\]"):
+        embed(client, ["a"], use_async)
+    assert dims_sent(rec) == []  # refused before any embedding request
+    assert np.array(embed(client, ["a"], use_async, dimensions=256)).shape == (1, 256)
+    assert dims_sent(rec) == [256]
+
+
+def test_concurrency_grows_with_the_servers_data_parallel_ranks() -> None:
+    rec = Recorder(
+        lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]), 2560)), sglang_with(server_info={"dp_size": 2})
+    )
+    client = client_for(rec)
+    assert client.request_shape["max_concurrency"] == 8  # before the server is known
+    client.embed_query("q")
+    assert client.request_shape["max_concurrency"] == 16  # 8 in flight per rank
+    explicit = client_for(rec, max_concurrency=4)
+    explicit.embed_query("q")
+    assert explicit.request_shape["max_concurrency"] == 4  # a setting given still wins
+    single = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]), 2560)), sglang_with())
+    one = client_for(single)
+    one.embed_query("q")
+    assert one.request_shape["max_concurrency"] == 8
+
+
+@both
+def test_long_texts_are_cut_at_the_served_context_minus_one(use_async: bool) -> None:
+    # /v1/models' max_model_len is the served context (SGLang refuses an input of exactly that
+    # many tokens); /v1/tokenize's is the tokenizer's, much larger: the served one counts
+    served = 40
+
+    def handler(request: httpx.Request, payload: dict[str, Any]) -> httpx.Response:
+        if "prompt" in payload:  # /v1/tokenize: one id per word, the end token when asked
+            end = [151643] if payload["add_special_tokens"] else []
+            tokens = [[*range(1, len(p.split()) + 1), *end] for p in payload["prompt"]]
+            return httpx.Response(200, json={"tokens": tokens, "max_model_len": 32768})
+        return httpx.Response(200, json=ok_body(len(payload["input"]), 2560))
+
+    rec = Recorder(handler, sglang_with(models={"max_model_len": served}))
+    client = client_for(rec, long_text="truncate")
+    embed(client, ["word " * 100], use_async)
+    sent = [r["input"][0] for r in rec.requests if "input" in r]
+    assert len(sent) == 1 and isinstance(sent[0], list)
+    assert len(sent[0]) == served - 1 and sent[0][-1] == 151643
+
+
+@pytest.mark.parametrize("assign", ["field", "settings"])
+def test_settings_changed_after_construction_apply_at_the_next_call(assign: str) -> None:
+    rec = Recorder(
+        lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]), p.get("dimensions", 2560))), sglang_with()
+    )
+    client = client_for(rec)
+    assert len(client.embed_query("q")) == 2560
+    if assign == "field":
+        client.settings.dimensions = 64
+    else:
+        client.settings = client.settings.model_copy(update={"dimensions": 64})
+    assert len(client.embed_query("q")) == 64
+    assert dims_sent(rec) == [None, 64]
+    assert rec.discovered.count("/model_info") == 1  # what was learned is kept
+
+
+def test_a_bad_assignment_is_refused_and_leaves_the_settings_as_they_were() -> None:
+    rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]), 2560)), sglang_with())
+    client = client_for(rec, model="Qwen/Qwen3-Embedding-4B", dimensions=256)
+    with pytest.raises(ConfigurationError, match="outside the Matryoshka range"):
+        client.settings.dimensions = 99999
+    with pytest.raises(ValueError, match="batch_size") as construction:
+        type(client.settings)(batch_size=0)
+    with pytest.raises(type(construction.value), match="batch_size"):  # as at construction
+        client.settings.batch_size = 0
+    assert client.settings.dimensions == 256 and client.settings.batch_size == 32
+    assert len(client.embed_query("q")) == 256
+    with pytest.raises(ConfigurationError, match="server is read when the settings are made"):
+        client.settings.server = None
+
+
+def test_sync_and_async_calls_share_what_was_learned() -> None:
+    rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]), 2560)), sglang_with())
+    client = client_for(rec)
+    client.embed_query("q")
+    asyncio.run(client.aembed_query("q"))
+    assert rec.discovered.count("/model_info") == 1
