@@ -150,9 +150,9 @@ class Terms:
     @property
     def client_side_dims(self) -> bool:
         """Whether the client truncates to ``dimensions`` itself: the server said it cannot
-        (``/model_info``'s embedding block), or showed it (a 400, or a field ignored)."""
-        facts = self.server.facts
-        return self.server.client_side_dims or (facts is not None and facts.supports_dimensions is False)
+        (``/model_info``'s embedding block, read by the first call with ``dimensions``), or
+        showed it (a 400, or a field ignored)."""
+        return self.server.client_side_dims
 
     @classmethod
     def settle(cls, settings: QwenSGLangSettings, server: ServerState) -> Terms:

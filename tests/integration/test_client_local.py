@@ -20,6 +20,7 @@ from qwen_sglang import (
     InvalidInputError,
     format_query,
 )
+from qwen_sglang.client.retries import request_flow
 from qwen_sglang.servers import ManagedServer, free_port
 from tests.conftest import TOL, make_server
 
@@ -111,10 +112,13 @@ def test_order_preserved_across_batches_and_concurrency(server: ManagedServer, u
 
 
 def test_empty_text_raises_before_any_request(server: ManagedServer) -> None:
-    client = client_for(server)
+    sent: list[httpx.Request] = []
+    client = client_for(server, http_client=httpx.Client(event_hooks={"request": [sent.append]}))
     with pytest.raises(InvalidInputError, match="index 1"):
         client.embed_documents(["fine", "   "])
-    assert client.prompt_tokens == 0 and client._state.requests == 0
+    assert client.prompt_tokens == 0 and sent == []  # not even the discovery step
+    client.embed_documents(["fine"])
+    assert sent  # the same client does send
 
 
 def test_unreachable_url_gives_the_clear_error() -> None:
@@ -258,4 +262,5 @@ def test_concurrent_requests_never_mix_results(server: ManagedServer) -> None:
 def test_bad_request_message_is_the_servers(server: ManagedServer) -> None:
     client = client_for(server, max_tokens=10**6, long_text="error")
     with pytest.raises(BadRequestError, match="longer than the model's context length"):
-        client._run(client._request_flow("POST", "/embeddings", {"input": [[5] * 40000]}))
+        # past the client's own checks (which refuse this before sending): one request as is
+        client._run(request_flow(client.settings, "POST", "/embeddings", {"input": [[5] * 40000]}))
