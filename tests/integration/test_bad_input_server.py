@@ -36,7 +36,10 @@ def test_nul_bytes_are_embedded_as_text(server: ManagedServer) -> None:
 def test_a_10_mb_string_is_measured_and_refused_by_the_error_policy(server: ManagedServer) -> None:
     client = EmbeddingClient(base_url=server.base_url, long_text="error")
     huge = "token " * (10 * 1024 * 1024 // 6)
-    with pytest.raises(InvalidInputError, match=r"index 0 has \d{6,} tokens, more than the limit of 32767 \(max_tokens, or one less than the served"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"index 0 has \d{6,} tokens, more than the limit of 32767 \(max_tokens, or one less than the served",
+    ):
         client.embed_documents([huge])
 
 
