@@ -199,3 +199,21 @@ def test_sync_and_async_calls_share_what_was_learned() -> None:
     client.embed_query("q")
     asyncio.run(client.aembed_query("q"))
     assert rec.discovered.count("/model_info") == 1
+
+
+def test_a_new_base_url_is_asked_again_and_what_was_learned_is_not_carried_over() -> None:
+    def handler(request: httpx.Request, payload: dict[str, Any]) -> httpx.Response:
+        dim = 2560 if request.url.host == "four" else 1024
+        return httpx.Response(200, json=ok_body(len(payload["input"]), dim))
+
+    answers = sglang_with()
+    rec = Recorder(handler, answers)
+    client = client_for(rec, base_url="http://four:30000/v1")
+    assert len(client.embed_query("q")) == 2560
+    rec.discovery = sglang_with(models={"id": "small", "root": "small"})
+    rec.discovery["/model_info"]["model_path"] = "/models/Qwen3-Embedding-0.6B"
+    client.settings.base_url = "http://six:30000/v1"
+    assert len(client.embed_query("q")) == 1024  # its width, not the first server's
+    assert rec.discovered.count("/model_info") == 2
+    assert client.model == "small" and client.embedding_dim == 1024
+    assert rec.requests[-1]["model"] == "small"
