@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, cast
 
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -46,7 +46,7 @@ from qwen_sglang.servers.options import check_extra_args, parse_options, split_o
 from qwen_sglang.servers.ports import free_port, port_in_use, port_in_use_message, warn_if_public
 from qwen_sglang.servers.report import diagnose_log
 from qwen_sglang.servers.watchdog import group_members
-from qwen_sglang.settings import QwenSGLangSettings
+from qwen_sglang.settings import QwenSGLangSettings, ServerHandle
 
 __all__ = ["ClientFactory", "ManagedServer", "NoOptions"]
 
@@ -102,7 +102,8 @@ class ClientFactory:
             settings = server.client_settings(dimensions=256)
             ```
         """
-        return QwenSGLangSettings(server=self, **overrides)
+        # the classes that mix this in are ServerHandles (the settings model checks it)
+        return QwenSGLangSettings(server=cast(ServerHandle, self), **overrides)
 
     def get_client(self, **overrides: Any) -> EmbeddingClient:
         """An `qwen_sglang.EmbeddingClient` of this server (`client_settings` with ``overrides``).
