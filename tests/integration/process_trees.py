@@ -90,6 +90,16 @@ def group_alive(pgid: int) -> bool:
     return bool(group_members(pgid))
 
 
+def session_members(sid: int) -> set[int]:
+    """The running processes of session ``sid`` (every process group a command started in it)."""
+    members = set()
+    for entry in os.listdir("/proc"):
+        fields = _stat(entry) if entry.isdigit() else None
+        if fields is not None and fields[0] not in (b"Z", b"X") and int(fields[3]) == sid:
+            members.add(int(entry))
+    return members
+
+
 def wait_until(condition: object, seconds: float = 30.0) -> bool:
     """Poll ``condition()`` until true or ``seconds`` pass (a bound, not a measured time)."""
     deadline = time.monotonic() + seconds

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -18,7 +20,7 @@ import pytest
 from qwen_sglang import ConfigurationError, ServerStartError
 from qwen_sglang.servers import LocalEmbeddingServer, ManagedRouter, router_available
 from tests.conftest import BACKEND
-from tests.integration.process_trees import alive, group_alive, run_owner, wait_until
+from tests.integration.process_trees import alive, group_alive, run_owner, session_members, wait_until
 
 pytestmark = [
     pytest.mark.skipif(not router_available(), reason="sglang-router is not installed (the router extra)"),
@@ -83,3 +85,27 @@ def test_what_a_router_refuses(qwen_model_dir: Path) -> None:
         )
     with pytest.raises(ConfigurationError, match="non-empty"):
         ManagedRouter([])
+
+
+def test_serve_router_from_the_command_line_stops_everything_on_ctrl_c(qwen_model_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    argv = [sys.executable, "-m", "qwen_sglang", "serve", "--backend", "local", "--model", str(qwen_model_dir)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*argv, "--router", "2", "--port", "0"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        assert wait_until(lambda: "ready to roll" in log.read_text() or proc.poll() is not None, 240), log.read_text()
+        text = log.read_text()
+        assert proc.poll() is None, text
+        url = next(w for w in text.split() if w.startswith("http://127.0.0.1:") and w.endswith("/v1"))
+        assert len(session_members(proc.pid)) >= 7  # serve, the router, 2 workers, 3 watchdogs
+        body = {"input": ["hello", "world"], "model": str(qwen_model_dir)}
+        assert httpx.post(url + "/embeddings", json=body, timeout=60).status_code == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=90) == 0
+        assert wait_until(lambda: not session_members(proc.pid), 30), "a router or worker process was left"
+    finally:
+        for pid in session_members(proc.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
