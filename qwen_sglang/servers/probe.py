@@ -9,8 +9,6 @@ the rest marked "not checked"; checks that need vectors are "not checked" when n
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -24,108 +22,12 @@ from pydantic import SecretStr
 from qwen_sglang._urls import root_url
 from qwen_sglang.client.discovery import ServerFacts, same_model
 from qwen_sglang.presets import find_preset
+from qwen_sglang.servers.answers import Reply, json_object, positive_field, text_field
 from qwen_sglang.servers.options import NEWEST_READ, VERIFIED_ON_GPU, parse_version
 from qwen_sglang.servers.report import LOG_SIGNATURES, Check, Kind, ServerReport, diagnose_log
 from qwen_sglang.settings import normalize_base_url, redact_url
 
 __all__ = ["CHECKS", "LOG_SIGNATURES", "Check", "CheckSpec", "Probe", "ServerReport", "diagnose_log", "probe_server"]
-
-
-# ------------------------------------------------------------------------------ reading answers
-def _object(response: httpx.Response | None) -> dict[str, Any] | None:
-    """The JSON object of a 200 answer; None for any other status, non-JSON or another JSON type."""
-    if response is None or response.status_code != 200:
-        return None
-    try:
-        data = response.json()
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _text(data: dict[str, Any] | None, key: str) -> str | None:
-    value = (data or {}).get(key)
-    return value if isinstance(value, str) and value else None
-
-
-def _positive(data: dict[str, Any] | None, key: str) -> int | None:
-    value = (data or {}).get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def _row(item: Any) -> list[float] | None:
-    vec = item.get("embedding") if isinstance(item, dict) else None
-    if isinstance(vec, str):
-        try:
-            raw = base64.b64decode(vec, validate=True)
-        except (binascii.Error, ValueError):
-            return None
-        return [float(x) for x in np.frombuffer(raw[: len(raw) // 4 * 4], dtype="<f4")]
-    if isinstance(vec, list) and vec and all(isinstance(x, int | float) and not isinstance(x, bool) for x in vec):
-        return [float(x) for x in vec]
-    return None
-
-
-@dataclass
-class Reply:
-    """An answer of ``/v1/embeddings`` read defensively (``status`` None: no answer at all)."""
-
-    status: int | None
-    body: dict[str, Any] | None = None
-    text: str = ""
-    content_type: str = ""
-
-    @classmethod
-    def of(cls, response: httpx.Response | None) -> Reply:
-        if response is None:
-            return cls(None)
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        body = data if isinstance(data, dict) else None
-        return cls(response.status_code, body, response.text[:300], response.headers.get("content-type", ""))
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 200
-
-    def message(self) -> str:
-        """The error message of a non-200 answer (SGLang's ``message``, else the text)."""
-        return _text(self.body, "message") or self.text
-
-    def vectors(self) -> list[list[float]] | None:
-        """The vectors of a 200 answer in ``index`` order; None when it holds none (any malformed part)."""
-        data = (self.body or {}).get("data") if self.ok else None
-        if not isinstance(data, list) or not data:
-            return None
-        rows = [_row(item) for item in data]
-        if any(r is None for r in rows):
-            return None
-        indices = [item.get("index") for item in data]
-        if sorted(i for i in indices if isinstance(i, int)) == list(range(len(data))):
-            rows = [rows[indices.index(i)] for i in range(len(data))]
-        return [r for r in rows if r is not None]
-
-    def is_base64(self) -> bool:
-        data = (self.body or {}).get("data") if self.ok else None
-        return (
-            isinstance(data, list)
-            and bool(data)
-            and isinstance(data[0], dict)
-            and isinstance(data[0].get("embedding"), str)
-        )
-
-    def describe(self) -> str:
-        """What came back, for a failed check: status and message, or what a 200 lacked."""
-        if self.status is None:
-            return "no answer"
-        if self.ok and self.body is None:
-            kind = self.content_type.split(";", 1)[0] or "no content type"
-            return f"200 with a body that is not a JSON object ({kind}: {self.text[:60]!r})"
-        if self.ok:
-            return "200 without vectors (no data[].embedding)"
-        return f"{self.status}: {self.message()[:120]}"
 
 
 _UNAUTHORIZED = object()
@@ -158,7 +60,7 @@ class Probe:
             response = self.get(path)
             if response is not None and response.status_code == 401:
                 return _UNAUTHORIZED
-            data = _object(response)
+            data = json_object(response)
             if data is not None:
                 return data
         return None
@@ -220,7 +122,7 @@ def _api_key(p: Probe) -> Check | None:
         return Check(
             "api key", "fail", "401 Unauthorized", "pass the server's --api-key (QWEN_SGLANG_API_KEY or --api-key)"
         )
-    p.report.model_path = _text(info, "model_path")
+    p.report.model_path = text_field(info, "model_path")
     if isinstance(info, dict) and isinstance(info.get("is_generation"), bool):
         p.report.is_embedding = not info["is_generation"]
     p.info = info if isinstance(info, dict) else None
@@ -232,8 +134,8 @@ def _discovery(p: Probe) -> None:
     models = p.get_json("/v1/models")
     data = models.get("data") if isinstance(models, dict) else None
     entry = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
-    p.report.served_model_name = _text(entry, "id")
-    p.report.context_length = _positive(entry, "max_model_len")
+    p.report.served_model_name = text_field(entry, "id")
+    p.report.context_length = positive_field(entry, "max_model_len")
     info = p.get_json("/server_info", "/get_server_info")
     version = info.get("version") if isinstance(info, dict) else None
     p.report.version = str(version) if isinstance(version, str | int | float) and version != "" else None
@@ -260,7 +162,7 @@ def _reranker(p: Probe) -> list[Check]:
     """A reranker server: ``/v1/score`` answers, and the embedding checks do not apply."""
     body = {"query": "doctor", "items": ["probe"], "label_token_ids": [0, 1], "apply_softmax": True}
     try:
-        answer = _object(p.http.post(p.base + "/score", json=body))
+        answer = json_object(p.http.post(p.base + "/score", json=body))
     except httpx.HTTPError:
         answer = None
     scores = (answer or {}).get("scores")
