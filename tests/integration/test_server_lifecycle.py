@@ -541,3 +541,31 @@ def test_older_sglang_gets_its_key_on_argv_with_a_warning(caplog: pytest.LogCapt
     with pytest.raises(ServerStartError) as info, caplog.at_level(logging.WARNING, logger="qwen_sglang.servers"):
         srv.start()
     assert "--api-key ***" in info.value.log_tail and "visible to local users in ps" in caplog.text
+
+
+_READY_BEHIND_A_KEY = r"""
+import http.server, sys
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        # /ready answers 401 without the key (as a server may that keeps only /health open); /health 200
+        self.send_response({"/ready": 401, "/health": 200}.get(self.path, 404))
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+class _ReadyBehindAKey(ManagedServer):
+    backend = "stub"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", _READY_BEHIND_A_KEY, str(self.port)]
+
+
+def test_readiness_falls_back_to_health_when_ready_is_not_open() -> None:
+    with _ReadyBehindAKey("/stub", startup_timeout=30) as srv:  # a 401 on /ready would never turn 200
+        assert srv.is_running()
