@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from qwen_sglang.cli.common import add_client_args, client_settings
+
 __all__ = ["add_parser", "run"]
 
 
@@ -19,16 +21,7 @@ def add_parser(sub: Any) -> None:
         "empty input, context length, version, speed; with --log, the cause of a failed start. Exits 1 on failures.",
     )
     d.set_defaults(handler=run)
-    d.add_argument(
-        "--base-url", default=None, help="server URL (default: $QWEN_SGLANG_BASE_URL or http://127.0.0.1:30000/v1)"
-    )
-    d.add_argument("--api-key", default=None, help="bearer key (default: $QWEN_SGLANG_API_KEY)")
-    d.add_argument(
-        "--model",
-        default=None,
-        help="the model your client is configured with (default: $QWEN_SGLANG_MODEL): compared with the "
-        "served one as the client compares them",
-    )
+    add_client_args(d)  # --model: the one your client is configured with, compared as the client compares
     d.add_argument(
         "--log",
         default=None,
@@ -43,11 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from qwen_sglang.servers.probe import Check, diagnose_log, probe_server
-    from qwen_sglang.settings import QwenSGLangSettings
 
-    # The client's settings model reads what the options leave out ($QWEN_SGLANG_BASE_URL, ...).
-    given = {name: value for name in ("base_url", "api_key", "model") if (value := vars(args)[name]) is not None}
-    settings = QwenSGLangSettings(**given)
+    settings = client_settings(args)  # what the options leave out comes from $QWEN_SGLANG_BASE_URL, ...
     report = probe_server(settings.base_url, api_key=settings.api_key, model=settings.model, timeout=args.timeout)
     if args.log:
         with open(args.log, encoding="utf-8", errors="replace") as f:

@@ -470,6 +470,26 @@ def test_serve_without_the_local_extra_says_what_to_install(qwen_model_dir: Path
     assert "pip install 'qwen-sglang[local]'" in out.stdout and "fastapi imported: False" in out.stdout
 
 
+_BLOCK_ROUTER = r"""
+import importlib.abc, sys
+
+class Uninstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "sglang_router":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Uninstalled())
+"""
+
+
+def test_serve_router_without_the_router_extra_says_what_to_install(qwen_model_dir: Path) -> None:
+    out = run_cli("serve", "--backend", "local", "--model", str(qwen_model_dir), "--router", "2", prelude=_BLOCK_ROUTER)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "pip install 'qwen-sglang[router]'" in out.stderr and "Traceback" not in out.stderr
+    assert "ready to roll" not in out.stdout
+
+
 def test_serve_port_0_and_a_key_file(qwen_model_dir: Path, tmp_path: Path) -> None:
     key_file = tmp_path / "key"
     key_file.write_text("sk-from-a-file-271828\n")
