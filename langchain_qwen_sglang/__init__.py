@@ -1,6 +1,7 @@
-"""LangChain integration of qwen-sglang: ``QwenSGLangEmbeddings`` and helpers."""
+"""LangChain integration of qwen-sglang: ``QwenSGLangEmbeddings``, the ingest target and helpers."""
 
 from langchain_qwen_sglang.embeddings import QwenSGLangEmbeddings
+from langchain_qwen_sglang.store_target import LangChainStoreTarget
 from langchain_qwen_sglang.text_splitter import QwenTokenTextSplitter
 
-__all__ = ["QwenSGLangEmbeddings", "QwenTokenTextSplitter"]
+__all__ = ["LangChainStoreTarget", "QwenSGLangEmbeddings", "QwenTokenTextSplitter"]

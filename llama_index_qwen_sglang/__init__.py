@@ -1,5 +1,6 @@
-"""LlamaIndex integration of qwen-sglang: ``QwenSGLangEmbedding``."""
+"""LlamaIndex integration of qwen-sglang: ``QwenSGLangEmbedding`` and the ingest target."""
 
 from llama_index_qwen_sglang.base import QwenSGLangEmbedding
+from llama_index_qwen_sglang.store_target import LlamaIndexStoreTarget
 
-__all__ = ["QwenSGLangEmbedding"]
+__all__ = ["LlamaIndexStoreTarget", "QwenSGLangEmbedding"]

@@ -5,13 +5,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from qwen_sglang.settings import QwenSGLangSettings
 
-__all__ = ["UsageError", "add_client_args", "client_settings", "sigterm_as_interrupt"]
+__all__ = [
+    "DeprecatedAlias",
+    "UsageError",
+    "add_client_args",
+    "add_request_shape_args",
+    "client_settings",
+    "sigterm_as_interrupt",
+]
+
+#: The client settings the request-shape options set (one name each, as in the settings model).
+REQUEST_SHAPE = ("batch_size", "max_batch_tokens", "max_concurrency")
 
 
 class UsageError(Exception):
@@ -32,13 +43,50 @@ def add_client_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: stores into the new option's ``dest`` and says, on stderr,
+    which spelling replaces it."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        print(f"warning: {option} is deprecated: use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_request_shape_args(p: argparse.ArgumentParser) -> None:
+    """How the client shapes its requests: texts and tokens per request, requests in flight
+    (default: the settings' defaults, or what the server asks for)."""
+    g = p.add_argument_group("request shape (the client's batch_size, max_batch_tokens, max_concurrency)")
+    g.add_argument("--batch-size", type=int, default=None, help="most texts per embedding request (default 32)")
+    g.add_argument(
+        "--max-batch-tokens", type=int, default=None, help="token budget per embedding request (default 8192)"
+    )
+    g.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=None,
+        help="embedding requests in flight (default 8, or fewer where the server asks for it)",
+    )
+    g.add_argument("--request-size", type=int, dest="batch_size", action=DeprecatedAlias, new="--batch-size")
+    g.add_argument(
+        "--request-tokens", type=int, dest="max_batch_tokens", action=DeprecatedAlias, new="--max-batch-tokens"
+    )
+
+
 def client_settings(args: argparse.Namespace, **options: Any) -> QwenSGLangSettings:
-    """The shared settings model from the client options and ``options`` (those not ``None``):
-    settings left unset keep room for what the server says (model, request shape)."""
+    """The shared settings model from the client and request-shape options and ``options``
+    (those not ``None``): settings left unset keep room for what the server says (model, request
+    shape) and for the environment, which the settings model reads."""
     from qwen_sglang.settings import QwenSGLangSettings
 
     given = {name: value for name, value in options.items() if value is not None}
-    client = {name: value for name in ("base_url", "api_key", "model") if (value := vars(args).get(name)) is not None}
+    names = ("base_url", "api_key", "model", *REQUEST_SHAPE)
+    client = {name: value for name in names if (value := vars(args).get(name)) is not None}
     return QwenSGLangSettings(**(client | given))
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from qwen_sglang.cli.common import UsageError, add_client_args, client_settings
+from qwen_sglang.cli.common import UsageError, add_client_args, add_request_shape_args, client_settings
 
 __all__ = ["add_parser", "run"]
 
@@ -25,6 +25,7 @@ def add_parser(sub: Any) -> None:
     )
     e.set_defaults(handler=run)
     add_client_args(e)
+    add_request_shape_args(e)
     e.add_argument("texts", nargs="*", help="texts (default: read lines from stdin)")
     e.add_argument("--query", action="store_true", help="embed as queries (with the instruction the served model uses)")
     e.add_argument("--task", default=None, help="with --query: the instruction task or a preset name (qa, sts, ...)")

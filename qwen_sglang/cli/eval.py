@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from qwen_sglang.cli.common import add_client_args, client_settings
+from qwen_sglang.cli.common import add_client_args, add_request_shape_args, client_settings
+from qwen_sglang.errors import ConfigurationError
 
-__all__ = ["add_parser", "run"]
+if TYPE_CHECKING:
+    from qwen_sglang.eval import EvalReport, StorageProbe
+
+__all__ = ["add_parser", "plot_quality", "run"]
+
+logger = logging.getLogger("qwen_sglang.cli")
 
 
 def add_parser(sub: Any) -> None:
@@ -21,6 +30,7 @@ def add_parser(sub: Any) -> None:
     )
     v.set_defaults(handler=run)
     add_client_args(v)
+    add_request_shape_args(v)
     src = v.add_mutually_exclusive_group(required=True)
     src.add_argument("--beir", metavar="DIR", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
     src.add_argument("--queries", metavar="Q.jsonl", help="queries: JSON lines with _id (or id) and text")
@@ -50,6 +60,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command: load the data, evaluate, print the summary, write the results and the chart."""
     from qwen_sglang.client import EmbeddingClient
     from qwen_sglang.eval import evaluate, load_beir, load_dataset, load_demo_dataset, parse_widths
 
@@ -62,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         data = load_beir(args.beir, args.split) if args.beir else load_demo_dataset()
     widths = parse_widths(args.dimensions) if args.dimensions else None
+    if not args.no_plot:
+        _pyplot()  # a missing extra is said before the corpus is embedded
     with EmbeddingClient(client_settings(args)) as client:  # no --model: the served one
         report = evaluate(
             data,
@@ -73,10 +86,75 @@ def run(args: argparse.Namespace) -> int:
             work_dir=args.work_dir,
             latency_samples=args.latency_samples,
             chroma_sample=args.chroma_sample,
+            measure_storage=_chroma_storage(args.chroma_sample),
             tolerance=args.tolerance,
             show_progress=not args.no_progress,
         )
     print(report.summary())
-    for path in report.write(args.out, plot=not args.no_plot):
+    written = report.write(args.out)
+    if not args.no_plot:
+        written.append(plot_quality(report, Path(args.out) / "quality.png"))
+    for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def _chroma_storage(sample: int) -> StorageProbe | None:
+    """Chroma's bytes per vector, where chromadb is installed and a sample is asked for."""
+    from qwen_sglang.integrations import chroma
+
+    if not sample:
+        return None
+    try:
+        chroma.chromadb()
+    except ConfigurationError:
+        logger.info("chromadb is not installed: storage in Chroma is not measured")
+        return None
+    return chroma.bytes_per_vector
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot (headless), or the extra to install."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigurationError(
+            'the chart needs matplotlib: pip install "qwen-sglang[eval]" (or --no-plot: tables, JSON and CSV '
+            "do not need it)"
+        ) from None
+    return plt
+
+
+def plot_quality(report: EvalReport, path: str | os.PathLike[str]) -> Path:
+    """Quality vs width per instruction (log-scaled x), the recommended point marked, as a PNG."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    for label in report.instructions:
+        rows = sorted((r for r in report.rows if r.instruction == label), key=lambda r: r.dimensions)
+        ax.plot([r.dimensions for r in rows], [r.ndcg for r in rows], marker="o", label=f"instruction: {label}")
+    rec = report.recommended()
+    ax.scatter([rec.dimensions], [rec.ndcg], s=220, facecolors="none", edgecolors="crimson", linewidths=2)
+    ax.annotate(
+        f"recommended: {rec.dimensions} dims\n{rec.float32_mb_per_million:.0f} MB / 1M vectors",
+        (rec.dimensions, rec.ndcg),
+        textcoords="offset points",
+        xytext=(10, -34),
+        color="crimson",
+    )
+    ax.set_xscale("log", base=2)
+    widths = sorted({r.dimensions for r in report.rows})
+    ax.set_xticks(widths, [str(w) for w in widths])
+    ax.set_xlabel("dimensions (Matryoshka width)")
+    ax.set_ylabel(f"nDCG@{report.k}")
+    ax.set_title(f"{report.dataset}: {report.model}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

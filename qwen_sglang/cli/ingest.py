@@ -6,7 +6,13 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from qwen_sglang.cli.common import add_client_args, client_settings, sigterm_as_interrupt
+from qwen_sglang.cli.common import (
+    DeprecatedAlias,
+    add_client_args,
+    add_request_shape_args,
+    client_settings,
+    sigterm_as_interrupt,
+)
 
 if TYPE_CHECKING:
     from qwen_sglang.ingest import IngestReport
@@ -44,15 +50,8 @@ def add_parser(sub: Any) -> None:
         default=256,
         help="chunks looked up, embedded and written together (default 256)",
     )
-    i.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)  # deprecated: --chunks-per-write
-    i.add_argument(
-        "--max-concurrency",
-        type=int,
-        default=None,
-        help="embedding requests in flight (default 8, or fewer where the server asks for it)",
-    )
-    i.add_argument("--request-size", type=int, default=None, help="most texts per embedding request (default 32)")
-    i.add_argument("--request-tokens", type=int, default=None, help="token budget per embedding request (default 8192)")
+    i.add_argument("--batch", type=int, dest="chunks_per_write", action=DeprecatedAlias, new="--chunks-per-write")
+    add_request_shape_args(i)
     i.add_argument(
         "--on-error",
         choices=["report", "fail"],
@@ -72,25 +71,16 @@ def run(args: argparse.Namespace) -> int:
     from qwen_sglang.client import EmbeddingClient
     from qwen_sglang.errors import APIError
     from qwen_sglang.ingest import IngestReport, ingest
+    from qwen_sglang.integrations.chroma import open_collection
 
-    settings = client_settings(
-        args,
-        max_concurrency=args.max_concurrency,
-        dimensions=args.dimensions,
-        batch_size=args.request_size,
-        max_batch_tokens=args.request_tokens,
-    )
-    if args.batch is not None:
-        print("warning: --batch is deprecated: use --chunks-per-write", file=sys.stderr)
-        args.chunks_per_write = args.batch
+    settings = client_settings(args, dimensions=args.dimensions)
     report = IngestReport()
     try:
         with sigterm_as_interrupt(), EmbeddingClient(settings) as client:
             ingest(
                 args.paths,
                 client=client,
-                persist_dir=args.persist_dir,
-                collection_name=args.collection,
+                store=open_collection(args.persist_dir, args.collection),
                 max_chars=args.chunk_chars,
                 chunks_per_write=args.chunks_per_write,
                 encoding=args.encoding,

@@ -1,75 +1,89 @@
-"""A Chroma-native embedding function, for Chroma users without LangChain or LlamaIndex.
+"""Chroma for the application: an embedded collection opened by path, its storage measured, and
+Chroma's ``EmbeddingFunction`` (`QwenSGLangEmbeddingFunction`).
 
-Example::
+Importing this module does not import chromadb: each function imports it when called, and a
+missing ``chroma`` extra is a `qwen_sglang.errors.ConfigurationError` that says how to install it.
 
-    import chromadb
-    from qwen_sglang.integrations.chroma import QwenSGLangEmbeddingFunction
+Example:
+    ```python
+    from qwen_sglang import EmbeddingClient
+    from qwen_sglang.ingest import ingest
+    from qwen_sglang.integrations.chroma import open_collection
 
-    ef = QwenSGLangEmbeddingFunction(base_url="http://127.0.0.1:30000/v1", dimensions=1024)
-    collection = chromadb.PersistentClient("db").get_or_create_collection(
-        "docs", embedding_function=ef, configuration={"hnsw": {"space": "cosine"}}
-    )
-    collection.add(ids=["a"], documents=["SGLang serves Qwen3-Embedding."])
-    collection.query(query_texts=["Who serves the model?"], n_results=1)   # instructed query
-
-Documents are embedded raw, query texts with Qwen3's instruction (Chroma calls ``embed_query``
-for ``query_texts``). Vectors are handed to Chroma as float32 numpy arrays. Needs the ``chroma``
-extra.
+    client = EmbeddingClient(base_url="http://127.0.0.1:30000/v1")
+    report = ingest(["./docs"], client=client, store=open_collection("./chroma", "docs"))
+    ```
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import tempfile
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
+import numpy.typing as npt
 
-from qwen_sglang.client import EmbeddingClient
-from qwen_sglang.settings import QwenSGLangSettings
+from qwen_sglang.errors import ConfigurationError
 
-__all__ = ["QwenSGLangEmbeddingFunction"]
+if TYPE_CHECKING:
+    from qwen_sglang.integrations.chroma_function import QwenSGLangEmbeddingFunction
 
-_CONFIG_FIELDS = ("base_url", "model", "dimensions", "query_instruction", "batch_size", "max_concurrency", "timeout")
+__all__ = ["CHROMA_EXTRA_HINT", "QwenSGLangEmbeddingFunction", "bytes_per_vector", "chromadb", "open_collection"]
+
+#: What to install when chromadb is missing.
+CHROMA_EXTRA_HINT = 'Chroma needs the chroma extra: pip install "qwen-sglang[chroma]"'
 
 
-class QwenSGLangEmbeddingFunction(EmbeddingFunction[Documents]):
-    """Chroma ``EmbeddingFunction`` backed by `qwen_sglang.EmbeddingClient`.
+def chromadb() -> ModuleType:
+    """The chromadb module, or a `ConfigurationError` naming the extra to install."""
+    try:
+        import chromadb as module
+    except ImportError as exc:
+        raise ConfigurationError(f"{CHROMA_EXTRA_HINT} ({exc})") from None
+    return module
 
-    Key init args: any `qwen_sglang.QwenSGLangSettings` field (``base_url``, ``model``,
-    ``dimensions``, ``query_instruction``, ...), or ``client=`` an existing client.
+
+def open_collection(persist_dir: str | os.PathLike[str], name: str) -> Any:
+    """The embedded Chroma collection ``name`` in ``persist_dir`` (cosine space), created if new.
+
+    Raises:
+        ConfigurationError: chromadb is not installed, or the collection cannot be opened (a
+            bad name, path or Chroma version), with Chroma's reason.
     """
+    module = chromadb()
+    try:
+        client = module.PersistentClient(path=str(persist_dir))
+        return client.get_or_create_collection(name, metadata={"hnsw:space": "cosine"})
+    except Exception as exc:  # chromadb raises its own types for bad names, paths, versions
+        raise ConfigurationError(f"could not open Chroma collection {name!r} in {persist_dir}: {exc}") from None
 
-    def __init__(self, client: EmbeddingClient | None = None, **settings: Any) -> None:
-        if client is not None and settings:
-            raise TypeError("pass either client= or settings, not both")
-        self.client = client if client is not None else EmbeddingClient(QwenSGLangSettings(**settings))
 
-    def __call__(self, input: Documents) -> Embeddings:
-        vectors = self.client.embed(list(input), kind="document").vectors
-        return [np.asarray(row, dtype=np.float32) for row in vectors]
+def bytes_per_vector(vectors: npt.NDArray[np.float32]) -> float:
+    """Measured on-disk bytes per vector of an embedded Chroma collection holding ``vectors``
+    (ids and vectors only, no documents), in a scratch folder removed after."""
+    module = chromadb()
 
-    def embed_query(self, input: Documents) -> Embeddings:
-        vectors = self.client.embed(list(input), kind="query").vectors
-        return [np.asarray(row, dtype=np.float32) for row in vectors]
+    def size(path: str) -> int:
+        return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
 
-    @staticmethod
-    def name() -> str:
-        return "qwen_sglang"
+    n = len(vectors)
+    with tempfile.TemporaryDirectory(prefix="qwen-sglang-eval-chroma-") as tmp:
+        client = module.PersistentClient(path=tmp)
+        collection = client.create_collection("eval-size", metadata={"hnsw:space": "cosine"})
+        empty = size(tmp)
+        for a in range(0, n, 1000):
+            collection.add(ids=[str(i) for i in range(a, min(n, a + 1000))], embeddings=vectors[a : a + 1000])
+        collection.count()
+        del collection, client
+        return (size(tmp) - empty) / n
 
-    def default_space(self) -> Space:
-        return "cosine"
 
-    def supported_spaces(self) -> list[Space]:
-        return ["cosine", "ip", "l2"]
+def __getattr__(name: str) -> Any:
+    if name == "QwenSGLangEmbeddingFunction":
+        chromadb()  # the extra's message, not a traceback, when chromadb is missing
+        from qwen_sglang.integrations.chroma_function import QwenSGLangEmbeddingFunction
 
-    def get_config(self) -> dict[str, Any]:
-        """Serializable settings (never the API key: it is read from the environment again): the
-        URL and the settings given explicitly; those left unset are learned from the server again
-        (the model, its query instruction, the request shape)."""
-        s = self.client.settings
-        given = s.explicit_fields | {"base_url"}
-        return {name: getattr(s, name) for name in _CONFIG_FIELDS if name in given}
-
-    @staticmethod
-    def build_from_config(config: dict[str, Any]) -> QwenSGLangEmbeddingFunction:
-        return QwenSGLangEmbeddingFunction(**{k: v for k, v in config.items() if k in _CONFIG_FIELDS})
+        return QwenSGLangEmbeddingFunction
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

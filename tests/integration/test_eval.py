@@ -14,6 +14,7 @@ import pytest
 from qwen_sglang import EmbeddingClient
 from qwen_sglang.errors import ConfigurationError
 from qwen_sglang.eval import evaluate, load_demo_dataset, mrr_at_k, ndcg_at_k, recall_at_k
+from qwen_sglang.integrations.chroma import bytes_per_vector
 from qwen_sglang.servers import ManagedServer
 from tests.conftest import BACKEND, TOL
 
@@ -28,7 +29,13 @@ def test_prefix_scores_equal_server_side_dimensions(server: ManagedServer) -> No
     data = load_demo_dataset()
     with EmbeddingClient(base_url=server.base_url, model=server.model) as client:
         report = evaluate(
-            data, client=client, dimensions=[128, 64, 32], latency_samples=2, chroma_sample=50, show_progress=False
+            data,
+            client=client,
+            dimensions=[128, 64, 32],
+            latency_samples=2,
+            chroma_sample=50,
+            measure_storage=bytes_per_vector,
+            show_progress=False,
         )
         check = report.matryoshka_check
         assert check["dimensions"] == 32 and check["server_side"] is True

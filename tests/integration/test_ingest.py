@@ -206,12 +206,14 @@ def test_llama_index_vector_store_is_resumable_and_replaces_changed_files(
     import chromadb
     from llama_index.vector_stores.chroma import ChromaVectorStore
 
+    from llama_index_qwen_sglang import LlamaIndexStoreTarget
+
     data = tmp_path / "data.jsonl"
     ids = write_records(data, 300)
     note = tmp_path / "note.md"
     note.write_text("First version of the note. " * 5)
     chroma = chromadb.PersistentClient(path=str(tmp_path / "db")).get_or_create_collection("llama-docs")
-    store = ChromaVectorStore(chroma_collection=chroma)
+    store = LlamaIndexStoreTarget(ChromaVectorStore(chroma_collection=chroma))
     client = EmbeddingClient(base_url=server.base_url)
 
     first = ingest([data, note], client=client, store=store, show_progress=False)
@@ -236,30 +238,23 @@ def test_langchain_vector_store_is_resumable(
 ) -> None:
     from langchain_core.vectorstores import InMemoryVectorStore
 
-    from langchain_qwen_sglang import QwenSGLangEmbeddings
+    from langchain_qwen_sglang import LangChainStoreTarget, QwenSGLangEmbeddings
 
     data = tmp_path / "data.jsonl"
     ids = write_records(data, 120)
     embeddings = QwenSGLangEmbeddings(base_url=server.base_url)
-    store = InMemoryVectorStore(embeddings)  # no add_embeddings: the store embeds with our class
+    vs = InMemoryVectorStore(embeddings)  # no add_embeddings: the store embeds with our class
+    store = LangChainStoreTarget(vs)
     client = EmbeddingClient(base_url=server.base_url)
 
     with caplog.at_level("WARNING", logger="qwen_sglang.ingest"):
         first = ingest([data], client=client, store=store, show_progress=False)
-    assert first.embedded == 120 and sorted(store.store) == sorted(ids)
+    assert first.embedded == 120 and sorted(vs.store) == sorted(ids)
     assert "old chunks of changed files are not removed" in caplog.text
     again = ingest([data], client=client, store=store, show_progress=False)
-    assert again.embedded == 0 and again.skipped == 120 and len(store.store) == 120
-    hit = store.similarity_search_by_vector(client.embed_documents([store.store[ids[7]]["text"]])[0], k=1)[0]
+    assert again.embedded == 0 and again.skipped == 120 and len(vs.store) == 120
+    hit = vs.similarity_search_by_vector(client.embed_documents([vs.store[ids[7]]["text"]])[0], k=1)[0]
     assert hit.id == ids[7]
-
-
-def test_unknown_store_is_refused(server: ManagedServer, tmp_path: Path) -> None:
-    from qwen_sglang.errors import ConfigurationError
-
-    client = EmbeddingClient(base_url=server.base_url)
-    with pytest.raises(ConfigurationError, match="LangChain VectorStore or a LlamaIndex vector store, not dict"):
-        ingest([tmp_path], client=client, store={}, show_progress=False)
 
 
 # ------------------------------------------------------------------------------------------

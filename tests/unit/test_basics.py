@@ -70,4 +70,4 @@ def test_public_api() -> None:
     import llama_index_qwen_sglang
 
     assert "QwenSGLangEmbeddings" in langchain_qwen_sglang.__all__
-    assert llama_index_qwen_sglang.__all__ == ["QwenSGLangEmbedding"]
+    assert llama_index_qwen_sglang.__all__ == ["LlamaIndexStoreTarget", "QwenSGLangEmbedding"]

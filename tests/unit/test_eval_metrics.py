@@ -15,8 +15,6 @@ from qwen_sglang.eval import (
     EvalReport,
     EvalRow,
     Instruction,
-    _search,
-    _widths,
     load_beir,
     load_demo_dataset,
     mrr_at_k,
@@ -25,6 +23,8 @@ from qwen_sglang.eval import (
     read_qrels,
     recall_at_k,
 )
+from qwen_sglang.eval.run import _widths
+from qwen_sglang.eval.search import exact_search, top_k
 from qwen_sglang.instructions import TASKS
 
 
@@ -133,7 +133,7 @@ def test_chunked_search_equals_brute_force(
     matrix = np.memmap(path, dtype="float32", mode="w+", shape=corpus.shape)
     matrix[:] = corpus
     queries = rng.standard_normal((n_q, 16)).astype(np.float32)
-    ranked, _ = _search(matrix, {"q": queries}, [16, 4], k)
+    ranked, _ = exact_search(matrix, {"q": queries}, [16, 4], k)
     for w in (16, 4):
         c = corpus[:, :w] / np.linalg.norm(corpus[:, :w], axis=1, keepdims=True)
         q = queries[:, :w] / np.linalg.norm(queries[:, :w], axis=1, keepdims=True)
@@ -143,6 +143,25 @@ def test_chunked_search_equals_brute_force(
             got = ranked[("q", w)][row].tolist()
             # equal scores up to float rounding may swap; the score sequence must match exactly
             np.testing.assert_allclose(scores[row, got], scores[row, expected], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_exact_ties_go_to_the_lower_corpus_index(tmp_path: Path, k: int) -> None:
+    """Equal vectors score exactly alike: the ranking keeps the lowest ids, inside a chunk (where
+    a partial sort picks any of the tied ones) and when chunks are merged."""
+    rng = np.random.default_rng(7)
+    corpus = rng.standard_normal((700, 8)).astype(np.float32)
+    twins = [5, 40, 300, 301, 511, 512, 650]  # the best vector, seven times
+    corpus[twins] = np.abs(corpus[0]) + 3
+    matrix = np.memmap(tmp_path / "c.mat", dtype="float32", mode="w+", shape=corpus.shape)
+    matrix[:] = corpus
+    query = (np.abs(corpus[0]) + 3)[None, :]
+    ranked, _ = exact_search(matrix, {"q": query}, [8], k)
+    assert ranked[("q", 8)][0].tolist() == twins[:k]
+    # and the merge alone: equal scores from two chunks keep the lower indices, in order
+    scores = np.zeros((1, 10), np.float32)
+    best_s, best_i = top_k(scores, 100, np.zeros((1, 3), np.float32), np.array([[7, 8, 9]], np.int64), 4)
+    assert best_i.tolist() == [[7, 8, 9, 100]] and best_s.tolist() == [[0, 0, 0, 0]]
 
 
 def _row(label: str, dims: int, ndcg: float) -> EvalRow:

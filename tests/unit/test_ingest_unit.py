@@ -14,7 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import qwen_sglang._jsonl as jsonl_module
 import qwen_sglang.ingest as ingest_module
+import qwen_sglang.ingest.decoding as decoding_module
+import qwen_sglang.ingest.sources as sources_module
+import qwen_sglang.ingest.splitting as splitting_module
 from qwen_sglang.errors import ConfigurationError
 from qwen_sglang.ingest import IngestError, Problem, chunk_id, iter_chunks, iter_units, split_text
 
@@ -130,7 +134,7 @@ class _Counting:
 def _scanned(monkeypatch: pytest.MonkeyPatch, text_blocks: list[str]) -> int:
     counter = [0]
     for name in ("_SENTENCE_END", "_PARAGRAPH_BREAK"):
-        monkeypatch.setattr(ingest_module, name, _Counting(getattr(ingest_module, name), counter))
+        monkeypatch.setattr(splitting_module, name, _Counting(getattr(splitting_module, name), counter))
     for _ in iter_chunks(iter(text_blocks), 500):
         pass
     monkeypatch.undo()
@@ -154,7 +158,7 @@ def test_paragraphs_stay_whole_when_they_fit() -> None:
 
 
 def test_a_very_long_whitespace_run_separates_paragraphs() -> None:
-    run = " " * (ingest_module.MAX_SPACE_RUN + 1)
+    run = " " * (splitting_module.MAX_SPACE_RUN + 1)
     assert split_text(f"a{run}b", 10) == ["a\n\nb"]
     assert split_text(f"a{run[:-1]}b", 10**6) == [f"a{run[:-1]}b"]
 
@@ -269,7 +273,7 @@ def test_records_a_store_would_reject_or_change_are_reported_by_line(tmp_path: P
 def test_an_overlong_json_line_is_reported_and_the_next_one_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ingest_module, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(jsonl_module, "MAX_LINE_BYTES", 1000)
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({"text": "y" * 5000}) + "\n" + json.dumps({"text": "after"}) + "\n")
     units, problems = problems_of([path])
@@ -328,7 +332,7 @@ def test_a_directory_that_cannot_be_listed_is_reported_and_the_rest_read(
             raise PermissionError(13, "Permission denied")
         return scandir(path)
 
-    monkeypatch.setattr(ingest_module.os, "scandir", guarded)
+    monkeypatch.setattr(sources_module.os, "scandir", guarded)
     units, problems = problems_of([tmp_path])
     assert [u.text for u in units] == ["readable"]
     assert problems == [f"{tmp_path}/locked: cannot list directory: Permission denied: skipped"]
@@ -373,8 +377,44 @@ def test_a_file_that_changes_while_being_read_is_reported_not_fatal(
     run goes on and the file's older chunks are kept."""
     (tmp_path / "changed.txt").write_bytes("caf\u00e9 au lait".encode("latin-1"))
     (tmp_path / "fine.txt").write_text("fine")
-    monkeypatch.setattr(ingest_module, "_scan", lambda path, encoding: ingest_module._Scan(blank=False))
+    monkeypatch.setattr(decoding_module, "_scan", lambda path, encoding: decoding_module.Scan(blank=False))
     units, problems = problems_of([tmp_path])
     assert [u.text for u in units] == ["fine"]
     assert len(problems) == 1 and "changed.txt: failed while being read" in problems[0]
     assert problems[0].endswith("its older chunks are kept")
+
+
+def test_a_store_is_chosen_by_its_protocol_and_anything_else_names_the_wrapper(tmp_path: Path) -> None:
+    """No request is sent: the destination is checked first."""
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    from langchain_qwen_sglang import LangChainStoreTarget
+    from qwen_sglang import EmbeddingClient
+    from qwen_sglang.ingest import ChromaTarget, StoreTarget, ingest
+    from qwen_sglang.ingest.targets import as_target
+
+    client = EmbeddingClient(base_url="http://127.0.0.1:9/v1", model="Qwen3-Embedding-0.6B")
+    (tmp_path / "a.txt").write_text("text")
+    raw = InMemoryVectorStore(DeterministicFakeEmbedding(size=8))
+    with pytest.raises(ConfigurationError, match=r"not dict \(a LangChain VectorStore: langchain_qwen_sglang"):
+        ingest([tmp_path], client=client, store={}, show_progress=False)
+    with pytest.raises(
+        ConfigurationError, match=r"wrap it as store=langchain_qwen_sglang.LangChainStoreTarget\(store\)"
+    ):
+        ingest([tmp_path], client=client, store=raw, show_progress=False)
+    with pytest.raises(ConfigurationError, match=r"store=qwen_sglang.integrations.chroma.open_collection"):
+        ingest([tmp_path], client=client, persist_dir=tmp_path / "db", collection_name="d", show_progress=False)
+    with pytest.raises(ConfigurationError, match="prune needs a store that can list its chunks"):
+        ingest([tmp_path], client=client, store=LangChainStoreTarget(raw), prune=True, show_progress=False)
+    assert client.prompt_tokens == 0 and not (tmp_path / "db").exists()
+
+    wrapped = LangChainStoreTarget(raw)
+    assert isinstance(wrapped, StoreTarget) and as_target(wrapped) is wrapped and wrapped.embeds_itself
+
+    class Collection:  # what ChromaTarget needs of a chromadb collection
+        def get(self, **kwargs: Any) -> Any: ...
+        def upsert(self, **kwargs: Any) -> Any: ...
+        def delete(self, **kwargs: Any) -> Any: ...
+
+    assert isinstance(as_target(Collection()), ChromaTarget)

@@ -193,7 +193,7 @@ def test_ingest_request_size_options_reach_the_client(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(qwen_sglang.ingest, "ingest", fake_ingest)
     argv = ["ingest", str(tmp_path), "--collection", "docs", "--persist-dir", str(tmp_path / "db")]
-    assert main([*argv, "--request-size", "1000", "--request-tokens", "1000000", "--max-concurrency", "1"]) == 0
+    assert main([*argv, "--batch-size", "1000", "--max-batch-tokens", "1000000", "--max-concurrency", "1"]) == 0
     settings = seen["settings"]
     assert (settings.batch_size, settings.max_batch_tokens, settings.max_concurrency) == (1000, 1_000_000, 1)  # type: ignore[attr-defined]
     assert main(argv) == 0
@@ -280,3 +280,37 @@ def test_a_reranker_gets_no_embedding_flags() -> None:
     assert flag_value(argv, "--chat-template") == "qwen3_reranker.jinja"
     with pytest.raises(ConfigurationError, match="--chat-template"):
         argv_of(extra_args=["--chat-template", "x.jinja"])  # an embedding server must not get one
+
+
+def test_old_request_size_spellings_still_work_and_say_what_replaces_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import qwen_sglang.ingest
+    from qwen_sglang.cli import main
+    from qwen_sglang.ingest import IngestReport
+
+    seen: dict[str, object] = {}
+
+    def fake_ingest(paths: object, *, client: object, report: IngestReport, **kwargs: object) -> IngestReport:
+        seen["settings"], seen["chunks_per_write"] = client.settings, kwargs["chunks_per_write"]  # type: ignore[attr-defined]
+        report.units = 1
+        return report
+
+    monkeypatch.setattr(qwen_sglang.ingest, "ingest", fake_ingest)
+    argv = ["ingest", str(tmp_path), "--collection", "docs", "--persist-dir", str(tmp_path / "db")]
+    assert main([*argv, "--request-size", "7", "--request-tokens", "700", "--batch", "5"]) == 0
+    assert (seen["settings"].batch_size, seen["settings"].max_batch_tokens, seen["chunks_per_write"]) == (7, 700, 5)  # type: ignore[attr-defined]
+    err = capsys.readouterr().err
+    assert "--request-size is deprecated: use --batch-size" in err
+    assert "--request-tokens is deprecated: use --max-batch-tokens" in err
+    assert "--batch is deprecated: use --chunks-per-write" in err
+
+
+@pytest.mark.parametrize("command", [["embed", "x"], ["eval", "--demo-data"]])
+def test_every_client_command_takes_the_request_shape_options(command: list[str]) -> None:
+    from qwen_sglang.cli import _build_parser
+
+    args = _build_parser().parse_args(
+        [*command, "--batch-size", "3", "--max-batch-tokens", "30", "--max-concurrency", "2"]
+    )
+    assert (args.batch_size, args.max_batch_tokens, args.max_concurrency) == (3, 30, 2)

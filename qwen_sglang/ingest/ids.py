@@ -1,0 +1,36 @@
+"""Chunk ids: deterministic, content-addressed (a rerun finds what is stored by id)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["canonical", "chunk_id", "digest", "sha16"]
+
+
+def canonical(metadata: Mapping[str, Any]) -> str:
+    """``metadata`` as one JSON text, keys sorted (equal metadata, equal text)."""
+    return json.dumps(metadata, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def sha16(text: str) -> str:
+    """The first 16 hex digits of the SHA-256 of ``text``."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def chunk_id(source: str, index: int, text: str, metadata: Mapping[str, Any] | None = None) -> str:
+    """Deterministic id: ``sha256(source)[:16]-index-sha256(text, metadata)[:16]``.
+
+    ``source`` is the file's resolved path, or ``path#id`` for a JSON-lines record (see
+    docs/ingestion.md); ``metadata`` is the document's own metadata (a change of it is a new
+    chunk, so the store never keeps stale metadata).
+    """
+    content = text if not metadata else f"{text}\x00{canonical(metadata)}"
+    return f"{sha16(source)}-{index}-{sha16(content)}"
+
+
+def digest(text: str) -> int:
+    """An 8-byte hash of ``text`` (what a run keeps per chunk to find stale ones)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
