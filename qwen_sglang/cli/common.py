@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import signal
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+from qwen_sglang.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from qwen_sglang.settings import QwenSGLangSettings
 
 __all__ = [
     "DeprecatedAlias",
+    "require_extras",
     "UsageError",
     "add_client_args",
     "add_request_shape_args",
@@ -56,6 +60,23 @@ class DeprecatedAlias(argparse.Action):
     ) -> None:
         print(f"warning: {option} is deprecated: use {self.new}", file=sys.stderr)
         setattr(namespace, self.dest, values)
+
+
+def require_extras(what: str, modules: dict[str, str]) -> None:
+    """Say which extras to install when any of ``modules`` (module name -> extra) cannot be
+    imported, before anything starts (found without importing them)."""
+    missing: dict[str, None] = {}
+    for module, extra in modules.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing[extra] = None
+    if missing:
+        raise ConfigurationError(
+            f'{what} needs the {", ".join(missing)} extra: pip install "qwen-sglang[{",".join(missing)}]"'
+        )
 
 
 def add_request_shape_args(p: argparse.ArgumentParser) -> None:

@@ -287,6 +287,9 @@ def add_parser(sub: Any) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """The command: `run_demo` with the options given."""
+    from qwen_sglang.cli.common import require_extras
+
+    require_extras("the demo", {"langchain_core": "langchain", "chromadb": "chroma", "langchain_chroma": "chroma"})
     run_demo(
         model=args.model,
         backend=args.backend,

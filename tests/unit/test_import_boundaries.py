@@ -123,3 +123,21 @@ for attempt in (lambda: chroma.QwenSGLangEmbeddingFunction, lambda: chroma.open_
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 2 and all('pip install "qwen-sglang[chroma]"' in line for line in lines), out.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "extra"),
+    [
+        (["ingest", ".", "--collection", "c", "--persist-dir", "db"], "chroma"),
+        (["eval", "--demo-data"], "eval"),
+        (["demo"], "langchain,chroma"),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_it(argv: list[str], extra: str, tmp_path: Path) -> None:
+    code = f"from qwen_sglang.cli import main\nsys.exit(main({argv!r}))"
+    out = subprocess.run(
+        [sys.executable, "-c", BLOCKER + code], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path
+    )
+    assert out.returncode == 1, out.stderr
+    assert f'pip install "qwen-sglang[{extra}]"' in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "db").exists()
