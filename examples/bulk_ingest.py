@@ -15,6 +15,7 @@ import contextlib
 from qwen_sglang import EmbeddingClient
 from qwen_sglang.cli.demo import demo_server
 from qwen_sglang.ingest import ingest
+from qwen_sglang.integrations.chroma import open_collection
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
             client = EmbeddingClient(base_url=args.base_url, **({"model": args.model} if args.model else {}))
         else:
             client = EmbeddingClient(server=stack.enter_context(demo_server(args.model)).server)
-        report = ingest(args.paths, client=client, persist_dir=args.persist_dir, collection_name=args.collection)
+        report = ingest(args.paths, client=client, store=open_collection(args.persist_dir, args.collection))
     for problem in report.problems:
         print(problem)
     print(report.summary())

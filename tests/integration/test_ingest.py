@@ -432,7 +432,7 @@ def test_progress_has_totals_and_moves_with_each_request(server: ManagedServer, 
     docs.mkdir()
     for i in range(20):
         (docs / f"doc{i:02d}.txt").write_text(f"Document number {i} about topic {i % 3}.")
-    args = ("--request-size", "2", "--max-concurrency", "1")
+    args = ("--batch-size", "2", "--max-concurrency", "1")
     out = run_ingest(server, docs, tmp_path / "db", "docs", *args)
     assert out.returncode == 0, out.stderr
     bar = out.stderr
