@@ -4,13 +4,14 @@ instruction variant, score exact retrieval, time one query request per width."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,10 +194,7 @@ def evaluate(
 
     client.discover()  # the served model and its default query prompt, before any work
     variants, notes = _variants(client, instructions)
-    owned = work_dir is None
-    folder = Path(tempfile.mkdtemp(prefix="qwen-sglang-eval-")) if work_dir is None else Path(work_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
+    with _work_folder(work_dir) as folder:
         # one small request learns the native width, so bad widths fail before the corpus is embedded
         native = int(client.embed(qtexts[:1], kind="document").vectors.shape[1])
         widths = _scored_widths(client, dimensions, native, notes)
@@ -244,11 +242,18 @@ def evaluate(
             tolerance=tolerance,
             notes=notes,
         )
-    finally:
-        if owned:
-            for p in folder.iterdir():
-                p.unlink()
-            folder.rmdir()
+
+
+@contextlib.contextmanager
+def _work_folder(work_dir: str | os.PathLike[str] | None) -> Iterator[Path]:
+    """``work_dir`` (created), or a temporary folder removed after."""
+    if work_dir is not None:
+        folder = Path(work_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="qwen-sglang-eval-") as tmp:
+        yield Path(tmp)
 
 
 def _check_options(client: EmbeddingClient, dtype: str, k: int, tolerance: float) -> None:
