@@ -418,3 +418,55 @@ def test_a_store_is_chosen_by_its_protocol_and_anything_else_names_the_wrapper(t
         def delete(self, **kwargs: Any) -> Any: ...
 
     assert isinstance(as_target(Collection()), ChromaTarget)
+
+
+class DictTarget:
+    """A StoreTarget in a dict that embeds itself (so no request is sent); ``fail_writes`` makes
+    every write raise, as a store that went away would."""
+
+    embeds_itself = True
+    lists_sources = True
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.fail_writes = False
+
+    def stored_width(self) -> int | None:
+        return None
+
+    def present(self, ids: list[str]) -> set[str]:
+        return {i for i in ids if i in self.rows}
+
+    def write(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]], vectors: Any) -> None:
+        if self.fail_writes:
+            raise OSError("the store went away")
+        self.rows.update(zip(ids, zip(texts, metadatas, strict=True), strict=True))
+
+    def stored(self, source: str | None) -> Iterator[list[tuple[str, str]]]:
+        yield [(i, m["source"]) for i, (_, m) in self.rows.items() if source is None or m["source"] == source]
+
+    def delete(self, ids: list[str]) -> None:
+        for i in ids:
+            del self.rows[i]
+
+
+def test_a_changed_file_keeps_its_old_chunks_until_the_new_ones_are_written(tmp_path: Path) -> None:
+    """Stale chunks go only after the new ones are stored: a write that fails loses nothing."""
+    from qwen_sglang import EmbeddingClient
+    from qwen_sglang.ingest import ingest
+
+    client = EmbeddingClient(base_url="http://127.0.0.1:9/v1", model="Qwen3-Embedding-0.6B")
+    doc = tmp_path / "a.txt"
+    doc.write_text("First version.")
+    target = DictTarget()
+    assert ingest([doc], client=client, store=target, show_progress=False).embedded == 1
+    before = dict(target.rows)
+    doc.write_text("Second version.")
+    target.fail_writes = True
+    with pytest.raises(OSError, match="went away"):
+        ingest([doc], client=client, store=target, show_progress=False)
+    assert target.rows == before
+    target.fail_writes = False
+    report = ingest([doc], client=client, store=target, show_progress=False)
+    assert (report.embedded, report.deleted) == (1, 1)
+    assert [text for text, _ in target.rows.values()] == ["Second version."]
