@@ -8,7 +8,7 @@ import csv
 import io
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +132,11 @@ class EvalReport:
         return "\n".join(lines)
 
     def to_csv(self) -> str:
+        """One header line (the `EvalRow` fields), then one line per row."""
         out = io.StringIO()
-        names = list(EvalRow.__dataclass_fields__)
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(names)
-        for r in self.rows:
-            writer.writerow([getattr(r, n) for n in names])
+        writer.writerow([f.name for f in fields(EvalRow)])
+        writer.writerows(astuple(r) for r in self.rows)
         return out.getvalue()
 
     def write(self, folder: str | os.PathLike[str]) -> list[Path]:
