@@ -171,10 +171,8 @@ def _serve_router(
 
     if args.router < 1:
         raise ConfigurationError(f"--router needs a number of workers >= 1, got {args.router}")
-    if api_key is not None:
-        raise ConfigurationError("--router takes no API key (sglang-router would need it on its command line)")
     gpus = [{"env": {"CUDA_VISIBLE_DEVICES": str(i)}} if backend == "sglang" else {} for i in range(args.router)]
-    workers = [make(host="127.0.0.1", port=None, **gpu) for gpu in gpus]
+    workers = [make(host="127.0.0.1", port=None, api_key=api_key, **gpu) for gpu in gpus]
     router = ManagedRouter(workers, host=args.host, port=args.port or None, policy=args.router_policy)
     if args.dry_run:
         for worker in workers:

@@ -8,9 +8,10 @@ for its ``/readiness`` (all workers healthy); any failure stops what was started
 (or the end of a ``with`` block, ``atexit``, SIGTERM of the owner, and the watchdogs when the
 owner is SIGKILLed) leaves no process of the router or of any worker.
 
-Keys: sglang-router takes a worker key only on its command line, where ``ps`` shows it, so a
-router of workers that require a key is refused (`ConfigurationError`); bind the workers to
-127.0.0.1 (the default) and put the key on whatever fronts the router.
+Keys as for every managed server: workers that require a key get it as they always do (the local
+backends by environment, SGLang in a private config file), and the router, which sends it to them
+and passes the clients' bearer header on, gets it through the environment of a small launcher
+(`qwen_sglang.cli.router_main`), never its command line; clients use the same key.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from qwen_sglang.errors import ConfigurationError, ServerStartError
+from qwen_sglang.servers.keys import SERVER_API_KEY_ENV
 from qwen_sglang.servers.lifecycle import ClientFactory, ManagedServer
 from qwen_sglang.servers.options import Flag, render_flags
 
@@ -71,17 +73,15 @@ class RouterProcess(ManagedServer):
         if isinstance(worker_urls, str) or not worker_urls:
             raise ConfigurationError("worker_urls must be a non-empty list of worker root URLs")
         super().__init__(model, **kwargs)
-        if self.api_key is not None:
-            raise ConfigurationError(
-                "sglang-router takes keys only on its command line (visible in ps): run the router without "
-                "api_key and bind it to 127.0.0.1, or put the key on what fronts it"
-            )
         self.worker_urls = [str(u).rstrip("/") for u in worker_urls]
 
     def command(self) -> list[str]:
-        argv = [sys.executable, "-m", "sglang_router.launch_router", "--worker-urls", *self.worker_urls]
+        argv = [sys.executable, "-m", "qwen_sglang.cli.router_main", "--worker-urls", *self.worker_urls]
         argv += ["--host", self.host, "--port", str(self.port)]
         return argv + render_flags(self.options) + self.extra_args
+
+    def _secret_env(self) -> dict[str, str]:
+        return {SERVER_API_KEY_ENV: self.api_key.get_secret_value()} if self.api_key is not None else {}
 
     def validate(self) -> None:
         if not router_available():
@@ -132,17 +132,16 @@ class ManagedRouter(ClientFactory):
             raise ConfigurationError("workers must be a non-empty list of managed servers (SGLangServer, ...)")
         if len({w.model for w in workers}) != 1:
             raise ConfigurationError("the workers of one router must serve the same model (and served name)")
-        if any(w.api_key is not None for w in workers):
-            raise ConfigurationError(
-                "workers with an api_key cannot be routed: sglang-router would need the key on its command "
-                "line (visible in ps); start the workers without a key on 127.0.0.1"
-            )
+        keys = {w.api_key.get_secret_value() if w.api_key is not None else None for w in workers}
+        if len(keys) != 1:
+            raise ConfigurationError("the workers of one router must share one api_key (or all have none)")
         self.workers = workers
         self.router = RouterProcess(
             workers[0].model,
             worker_urls=[w.root_url for w in workers],
             host=host,
             port=port,
+            api_key=workers[0].api_key,
             policy=policy,
             startup_timeout=startup_timeout,
             log_path=log_path,
@@ -173,7 +172,8 @@ class ManagedRouter(ClientFactory):
 
     @property
     def api_key(self) -> SecretStr | None:
-        return None
+        """The workers' key: the router passes the clients' bearer header on to them."""
+        return self.router.api_key
 
     @property
     def pid(self) -> int | None:

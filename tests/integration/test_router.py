@@ -76,9 +76,23 @@ def test_a_worker_that_cannot_start_stops_the_others(qwen_model_dir: Path, tmp_p
     assert not good.is_running() and not bad.is_running() and router.pid is None
 
 
+def test_a_router_of_keyed_workers_keeps_the_key_off_every_command_line(qwen_model_dir: Path) -> None:
+    key = "sk-router-worker-5309"
+    with ManagedRouter([LocalEmbeddingServer(qwen_model_dir, api_key=key) for _ in range(2)]) as router:
+        assert router.api_key is not None and router.api_key.get_secret_value() == key
+        assert len(router.get_client().embed_documents(["a", "b", "c"])) == 3  # the client sends the key
+        body = {"input": ["x"], "model": router.model}
+        assert httpx.post(router.base_url + "/embeddings", json=body, timeout=30).status_code == 401
+        for member in (router.router, *router.workers):
+            assert key.encode() not in Path(f"/proc/{member.pid}/cmdline").read_bytes()
+        assert key not in router.router.display_command() and key not in router.logs_tail(200)
+
+
 def test_what_a_router_refuses(qwen_model_dir: Path) -> None:
-    with pytest.raises(ConfigurationError, match="api_key"):
-        ManagedRouter([LocalEmbeddingServer(qwen_model_dir, api_key="sk-worker-1234")])
+    with pytest.raises(ConfigurationError, match="share one api_key"):
+        ManagedRouter(
+            [LocalEmbeddingServer(qwen_model_dir, api_key="sk-worker-1234"), LocalEmbeddingServer(qwen_model_dir)]
+        )
     with pytest.raises(ConfigurationError, match="same model"):
         ManagedRouter(
             [LocalEmbeddingServer(qwen_model_dir), LocalEmbeddingServer(qwen_model_dir, served_model_name="x")]
