@@ -314,3 +314,18 @@ def test_every_client_command_takes_the_request_shape_options(command: list[str]
         [*command, "--batch-size", "3", "--max-batch-tokens", "30", "--max-concurrency", "2"]
     )
     assert (args.batch_size, args.max_batch_tokens, args.max_concurrency) == (3, 30, 2)
+
+
+def test_a_router_for_gpus_gives_each_worker_its_gpu() -> None:
+    from qwen_sglang.servers import ManagedRouter
+
+    router = ManagedRouter.for_gpus("/models/Qwen3-Embedding-4B", [0, 1], mem_fraction_static=0.3, env={"A": "1"})
+    assert [w.env for w in router.workers] == [
+        {"A": "1", "CUDA_VISIBLE_DEVICES": "0"},
+        {"A": "1", "CUDA_VISIBLE_DEVICES": "1"},
+    ]
+    assert all(flag_value(w.command(), "--mem-fraction-static") == "0.3" for w in router.workers)
+    argv = router.router.command()
+    urls = argv[argv.index("--worker-urls") + 1 : argv.index("--host")]
+    assert urls == [w.root_url for w in router.workers] and flag_value(argv, "--policy") == "round_robin"
+    assert router.router.host == "127.0.0.1" and all(w.host == "127.0.0.1" for w in router.workers)
