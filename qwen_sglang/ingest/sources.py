@@ -73,6 +73,7 @@ class Unit:
     source: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    path: str = ""  # the file's resolved path: the ``source`` its chunks are stored with
 
 
 # ============================================================================================
@@ -324,7 +325,7 @@ def iter_units(
     options = ReadOptions(check_encodings(encoding), sink, Meter())
     for item in read_documents(find_files(paths, sink), options):
         if isinstance(item, Document) and (text := "".join(item.blocks)):
-            yield Unit(item.source, text, dict(item.metadata))
+            yield Unit(item.source, text, dict(item.metadata), item.ledger.file.key)
 
 
 def problem_sink(problems: list[Problem], on_error: OnError) -> ProblemSink:

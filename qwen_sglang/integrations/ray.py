@@ -1,21 +1,21 @@
-"""Bulk ingestion past one client machine, on Ray Data (needs the ``ray`` extra).
+"""Bulk embedding past one client machine, on Ray Data (needs the ``ray`` extra).
 
-The recipe of ``docs/scale-out.md``: Ray tasks read and split the files (the package's own
-reader and splitter), a pool of Ray actors, each holding one `qwen_sglang.EmbeddingClient`
-built once, embeds the chunks through a server or router and upserts them into a vector-store
-server by id. The ids are those ``qwen-sglang ingest`` writes (`qwen_sglang.ingest.chunk_id`
-of the same source, position, text and metadata), with the same stored documents and
-metadata, so:
+The recipe of ``docs/scaling.md``: Ray tasks read and split the inputs with the package's own
+reader and splitter (`qwen_sglang.ingest.iter_units`, `qwen_sglang.ingest.iter_chunks`); a
+``map_batches`` pool of actors, each holding one `qwen_sglang.EmbeddingClient` built once from
+the settings, embeds the chunks through a server or a router and upserts them into a
+vector-store server. Every chunk gets the id ``qwen-sglang ingest`` gives it
+(`qwen_sglang.ingest.chunk_id` of the same source, position, text and metadata), with the same
+document and metadata, and an actor embeds only the ids the store lacks, so:
 
-- a rerun after a crash (the driver killed, a node lost) embeds only the chunks the store lacks
-  and adds nothing twice;
+- a rerun after a crash (a failed batch, the driver killed, a node lost) embeds only what is
+  missing and adds nothing twice;
 - this recipe and ``qwen-sglang ingest`` can fill one collection in turns: each finds what the
   other stored.
 
-What it does not do is what needs the whole of a file in one place: it never deletes. The
-chunks an edited file no longer produces, and those of deleted files, stay until
-``qwen-sglang ingest`` (``--prune``) runs over those files (which embeds nothing that is
-already stored).
+It never deletes: the chunks an edited file no longer produces, and those of deleted files, stay
+until ``qwen-sglang ingest`` (with ``--prune``) runs over those files, which embeds nothing
+that is already stored.
 
 Example:
     ```python
@@ -23,9 +23,9 @@ Example:
     from qwen_sglang import QwenSGLangSettings
     from qwen_sglang.integrations.ray import ChromaHttpCollection, ray_ingest
 
-    ray.init()  # or ray.init(address="auto") on a cluster node
+    ray.init()  # ray.init(address="auto") on a cluster node
     report = ray_ingest(
-        ["/shared/corpus"],
+        ["/shared/corpus/part-0", "/shared/corpus/part-1"],  # one reading task per path
         ChromaHttpCollection(host="10.0.0.5", port=8000, name="corpus"),
         settings=QwenSGLangSettings(base_url="http://10.0.0.2:30000/v1"),  # the router
         actors=8,
@@ -33,15 +33,14 @@ Example:
     print(report.summary())
     ```
 
-The pieces (`list_files`, `file_chunks`, `EmbedAndStore`) can be composed into other
-pipelines; only `ray_ingest` uses Ray itself. The package must be installed on every node,
-and the files must be at the same path on every node (the ids are made of the resolved path).
+The package must be installed on every node and the inputs readable at the same path on each
+(the ids are made of the resolved path). `chunk_rows` and `EmbedAndStore` compose into other
+pipelines; only `ray_ingest` calls Ray.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -53,45 +52,27 @@ import ray.data
 
 from qwen_sglang.client import EmbeddingClient
 from qwen_sglang.errors import ConfigurationError
-from qwen_sglang.ingest import (
-    JSONL_SUFFIXES,
-    TEXT_SUFFIXES,
-    IngestError,
-    IngestReport,
-    OnError,
-    Problem,
-    chunk_id,
-    iter_chunks,
-    iter_units,
-)
+from qwen_sglang.ingest import IngestReport, Problem, check_encodings, chunk_id, iter_chunks, iter_units, split_text
 from qwen_sglang.settings import QwenSGLangSettings
 
-__all__ = [
-    "ChromaHttpCollection",
-    "CollectionFactory",
-    "EmbedAndStore",
-    "file_chunks",
-    "list_files",
-    "ray_ingest",
-]
+__all__ = ["ChromaHttpCollection", "CollectionFactory", "EmbedAndStore", "chunk_rows", "ray_ingest"]
 
-#: A picklable, zero-argument callable that opens the destination collection (called once in
-#: each actor): anything with Chroma's ``get(ids=, include=[])`` and ``upsert(ids=,
-#: embeddings=, documents=, metadatas=)``.
+#: A picklable, zero-argument callable that opens the destination (called once in each actor):
+#: anything with Chroma's ``get(ids=, include=[])`` and ``upsert(ids=, embeddings=, documents=,
+#: metadatas=)``.
 CollectionFactory = Callable[[], Any]
-#: Full request waves per actor call: the client keeps ``max_concurrency`` requests in flight
-#: across a call, so a call of several waves leaves the server idle only at its end.
+#: Request waves per actor call: the client keeps ``max_concurrency`` requests in flight within
+#: a call, so a call of several waves leaves the server idle for this actor only at its end.
 WAVES_PER_CALL = 4
-_SUFFIXES = TEXT_SUFFIXES | JSONL_SUFFIXES
 
 
 @dataclass(frozen=True)
 class ChromaHttpCollection:
-    """A Chroma server's collection, opened (created if missing) in each actor through
-    ``chromadb.HttpClient``, with the cosine space ``qwen-sglang ingest`` gives a new collection.
+    """A Chroma server's collection, opened (created if missing, with the cosine space
+    ``qwen-sglang ingest`` gives a new collection) through ``chromadb.HttpClient`` in each actor.
 
-    No credentials travel with it (it is pickled to every actor): a server that needs them is
-    opened by a factory of your own that reads them from the worker's environment.
+    No credential travels with it (it is pickled to every actor): for a server that needs them,
+    pass a factory of your own that reads them from the worker's environment.
     """
 
     host: str
@@ -106,104 +87,43 @@ class ChromaHttpCollection:
         return client.get_or_create_collection(self.name, metadata={"hnsw:space": "cosine"})
 
 
-# ============================================================================================
-# Reading (Ray tasks)
-# ============================================================================================
-def list_files(paths: Sequence[str | Path]) -> tuple[list[str], list[Problem]]:
-    """The files ``qwen-sglang ingest`` would read under ``paths``, each once, and what could not
-    be listed.
-
-    Given files are kept whatever their type (reading reports an unsupported one, as the CLI
-    does); directories are walked in name order, directory symlinks followed (each directory
-    once), keeping ``.txt``, ``.md``, ``.markdown``, ``.rst``, ``.jsonl`` and ``.ndjson`` files.
-    """
-    files: list[str] = []
-    problems: list[Problem] = []
-    keys: set[str] = set()
-
-    def add(path: Path) -> None:
-        key = os.path.realpath(path)
-        if key not in keys:
-            keys.add(key)
-            files.append(str(path))
-
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            _walk(path, add, problems)
-        else:
-            add(path)  # missing or unreadable: reading reports it
-    return files, problems
-
-
-def _walk(root: Path, add: Callable[[Path], None], problems: list[Problem]) -> None:
-    stack, visited = [root], set[tuple[int, int]]()
-    while stack:
-        directory = stack.pop()
-        try:
-            info = directory.stat()
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError as exc:
-            problems.append(Problem(str(directory), None, f"cannot list directory: {exc.strerror or exc}: skipped"))
-            continue
-        if (info.st_dev, info.st_ino) in visited:
-            continue  # reached twice through symlinks (or a symlink loop): listed once
-        visited.add((info.st_dev, info.st_ino))
-        subdirs = []
-        for entry in entries:
-            path = Path(entry.path)
-            if path.is_dir():
-                subdirs.append(path)
-            elif path.suffix.lower() in _SUFFIXES:
-                add(path)
-        stack += reversed(subdirs)
-
-
 def _row(kind: str, **fields: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {"kind": kind, "id": "", "text": "", "source": "", "chunk": -1, "metadata": "{}"}
-    row.update(fields)
-    return row
+    row: dict[str, Any] = {"kind": kind, "id": "", "text": "", "source": "", "chunk": 0, "metadata": "{}"}
+    return row | fields
 
 
-def file_chunks(
-    row: dict[str, Any], *, max_chars: int = 2000, encoding: str = "utf-8", on_error: OnError = "report"
-) -> Iterator[dict[str, Any]]:
-    """``flat_map`` function: one ``{"path"}`` row in, the file's rows out.
+def chunk_rows(row: dict[str, Any], *, max_chars: int = 2000, encoding: str = "utf-8") -> Iterator[dict[str, Any]]:
+    """``flat_map`` function: one ``{"path"}`` row (a file or a directory) in, its rows out.
 
-    One ``"chunk"`` row per chunk, with the id, text and metadata ``qwen-sglang ingest`` writes
-    for it (``id``, ``text``, ``source``: the file's resolved path, ``chunk``: its position in
-    its document, ``metadata``: the document's own metadata as JSON); a ``"problem"`` row per
-    input problem (``text`` is the message, ``metadata`` its ``[path, line, message]``); then
-    one ``"file"`` row (``chunk`` is its number of documents).
+    A ``"chunk"`` row per chunk with what ``qwen-sglang ingest`` stores for it: ``id``
+    (`qwen_sglang.ingest.chunk_id`), ``text``, ``source`` (the file's resolved path), ``chunk``
+    (its position in its document) and ``metadata`` (the document's own, as JSON). A
+    ``"problem"`` row per input that could not be read (``metadata``: ``[path, line,
+    message]``), then one ``"files"`` row (``chunk``: the files that gave documents).
     """
-    path = str(row["path"])
-    source = Path(os.path.realpath(path)).as_posix()
     problems: list[Problem] = []
-    units = 0
-    for unit in iter_units([path], problems, on_error, encoding):
-        units += 1
+    files: set[str] = set()
+    for unit in iter_units([str(row["path"])], problems, "report", encoding):
+        files.add(unit.path)
         own = json.dumps(unit.metadata, ensure_ascii=False)
         for index, text in enumerate(iter_chunks([unit.text], max_chars)):
             cid = chunk_id(unit.source, index, text, unit.metadata)
-            yield _row("chunk", id=cid, text=text, source=source, chunk=index, metadata=own)
+            yield _row("chunk", id=cid, text=text, source=unit.path, chunk=index, metadata=own)
     for p in problems:
-        yield _row("problem", text=str(p), source=source, metadata=json.dumps([p.path, p.line, p.message]))
-    yield _row("file", source=source, chunk=units)
+        yield _row("problem", text=str(p), metadata=json.dumps([p.path, p.line, p.message], ensure_ascii=False))
+    yield _row("files", chunk=len(files))
 
 
-# ============================================================================================
-# Embedding and writing (Ray actors)
-# ============================================================================================
 class EmbedAndStore:
-    """``map_batches`` callable class: embeds a batch's chunks the store lacks and upserts them.
+    """``map_batches`` callable class: embeds the chunks of a batch the store lacks, upserts them.
 
     Each actor builds one `qwen_sglang.EmbeddingClient` from ``settings`` (pickled without
-    secrets: the API key is read from ``QWEN_SGLANG_API_KEY`` in the worker's environment) and
-    opens the collection once. A call looks its chunk ids up, embeds the missing ones with
-    ``max_concurrency`` requests of ``batch_size`` texts in flight, upserts them with the
+    secrets: the worker reads ``QWEN_SGLANG_API_KEY`` from its own environment) and opens the
+    collection once. A call looks its chunk ids up, embeds the missing ones
+    (``max_concurrency`` requests of ``batch_size`` texts in flight), upserts them with the
     metadata ``qwen-sglang ingest`` writes (``source``, ``chunk`` and the document's own), and
-    returns one row of counts (``chunks``, ``embedded``, ``skipped``, ``files``, ``units``,
-    ``tokens``, ``problems`` as a JSON list of ``[path, line, message]``).
+    returns one row of counts: ``chunks``, ``embedded``, ``skipped``, ``units`` (documents
+    begun), ``files``, ``tokens``, and ``problems`` (a JSON list of ``[path, line, message]``).
     """
 
     def __init__(self, settings: QwenSGLangSettings, collection: CollectionFactory) -> None:
@@ -211,61 +131,39 @@ class EmbedAndStore:
         self.collection = collection()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ids: list[str] = []
-        texts: list[str] = []
-        metadatas: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        chunks = files = units = 0
+        chunks: dict[str, tuple[str, dict[str, Any]]] = {}  # id -> (text, metadata): one upsert per id
+        rows = units = files = 0
         problems: list[Any] = []
         for kind, cid, text, source, index, own in zip(
             batch["kind"], batch["id"], batch["text"], batch["source"], batch["chunk"], batch["metadata"], strict=True
         ):
-            if kind == "file":
-                files, units = files + 1, units + int(index)
+            if kind == "files":
+                files += int(index)
             elif kind == "problem":
-                problems.append(json.loads(own))
+                problems.append(json.loads(str(own)))
             else:
-                chunks += 1
-                if cid not in seen:  # identical records of one file: one upsert per id
-                    seen.add(str(cid))
-                    ids.append(str(cid))
-                    texts.append(str(text))
-                    metadatas.append({**json.loads(own), "source": str(source), "chunk": int(index)})
-        embedded, tokens = self._store(ids, texts, metadatas)
-        counts = {"chunks": chunks, "embedded": embedded, "skipped": chunks - embedded, "files": files}
-        counts |= {"units": units, "tokens": tokens}
+                rows += 1
+                units += int(index) == 0
+                chunks[str(cid)] = (str(text), {**json.loads(str(own)), "source": str(source), "chunk": int(index)})
+        embedded, tokens = self._store(chunks)
+        counts = {"chunks": rows, "embedded": embedded, "skipped": rows - embedded, "units": units}
+        counts |= {"files": files, "tokens": tokens}
         out = {name: np.array([value], dtype=np.int64) for name, value in counts.items()}
         return out | {"problems": np.array([json.dumps(problems, ensure_ascii=False)])}
 
-    def _store(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -> tuple[int, int]:
+    def _store(self, chunks: dict[str, tuple[str, dict[str, Any]]]) -> tuple[int, int]:
         """Embed and upsert the chunks not stored yet: (how many, prompt tokens)."""
+        if not chunks:
+            return 0, 0
+        present = set(self.collection.get(ids=list(chunks), include=[])["ids"])
+        ids = [cid for cid in chunks if cid not in present]
         if not ids:
             return 0, 0
-        present = set(self.collection.get(ids=ids, include=[])["ids"])
-        keep = [i for i, cid in enumerate(ids) if cid not in present]
-        if not keep:
-            return 0, 0
         before = self.client.prompt_tokens
-        vectors = self.client.embed([texts[i] for i in keep], kind="document").vectors
-        self.collection.upsert(
-            ids=[ids[i] for i in keep],
-            embeddings=vectors,
-            documents=[texts[i] for i in keep],
-            metadatas=[metadatas[i] for i in keep],
-        )
-        return len(keep), self.client.prompt_tokens - before
-
-
-# ============================================================================================
-# The driver
-# ============================================================================================
-def _worker_settings(settings: QwenSGLangSettings, model: str | None) -> QwenSGLangSettings:
-    """``settings`` with the URL and the model the driver found made explicit: every actor talks
-    to that server and refuses another model (one collection, one model)."""
-    given = settings.model_fields_set - {"api_key", "url_credentials", "server"}
-    fields = {name: getattr(settings, name) for name in given}
-    fields |= {"base_url": settings.base_url} | ({"model": model} if model else {})
-    return QwenSGLangSettings(**fields)
+        texts = [chunks[cid][0] for cid in ids]
+        vectors = self.client.embed(texts, kind="document").vectors
+        self.collection.upsert(ids=ids, embeddings=vectors, documents=texts, metadatas=[chunks[c][1] for c in ids])
+        return len(ids), self.client.prompt_tokens - before
 
 
 def ray_ingest(
@@ -274,86 +172,78 @@ def ray_ingest(
     *,
     settings: QwenSGLangSettings | None = None,
     actors: int = 2,
-    actor_cpus: float = 1.0,
-    rows_per_call: int | None = None,
+    actor_cpus: float = 0.5,
+    chunks_per_call: int | None = None,
     max_chars: int = 2000,
     encoding: str = "utf-8",
-    on_error: OnError = "report",
 ) -> IngestReport:
-    """Ingest ``paths`` into ``collection`` on the Ray cluster this process is connected to.
+    """Embed ``paths`` into ``collection`` on the Ray cluster this process is connected to.
 
-    Reading and splitting run as Ray tasks (one per file); ``actors`` actors embed and upsert.
-    In flight at the server: ``actors x max_concurrency`` requests of ``batch_size`` texts (the
-    settings given, else what the server advertises, else 8 x 32); size it to about 8 requests
-    per data-parallel rank behind the URL (docs/scale-out.md). Each actor call takes
-    ``rows_per_call`` chunks (default: 4 request waves, ``4 x batch_size x max_concurrency``).
+    Each path (a file or a directory, read recursively as ``qwen-sglang ingest`` reads it) is
+    read and split by one Ray task: give a large corpus as several paths (its shards) to read
+    them in parallel. ``actors`` actors embed and upsert, each with ``max_concurrency`` requests
+    of ``batch_size`` texts in flight (the settings given, else what the server advertises):
+    about 8 requests per GPU behind the URL keeps the GPUs busy (docs/scaling.md).
 
     Args:
-        paths: files and directories, as for ``qwen-sglang ingest`` (at the same path on
-            every node).
+        paths: files and directories, at the same path on every node.
         collection: opens the destination in each actor (`ChromaHttpCollection`, or your own).
-        settings: the client's settings (``base_url``: the server or router). The driver
-            checks the server first; the actors get the URL and the served model explicitly.
+        settings: the client's settings; ``base_url`` is the server or the router. The driver
+            asks the server first (a wrong URL, key or model fails here, before any Ray work),
+            and the actors are pinned to the model it serves.
         actors: embedding actors.
-        actor_cpus: CPUs each actor reserves (it mostly waits on the server: fractions work).
-        rows_per_call: chunks per actor call.
-        max_chars: largest chunk, in characters (keep the CLI's ``--chunk-chars`` for the same ids).
+        actor_cpus: CPUs each actor reserves (it mostly waits on the server).
+        chunks_per_call: chunks per actor call (default: four request waves,
+            ``4 x batch_size x max_concurrency``).
+        max_chars: largest chunk, in characters (as ``qwen-sglang ingest --chunk-chars``: the
+            same value gives the same ids).
         encoding: as ``qwen-sglang ingest --encoding``.
-        on_error: ``"report"`` bad inputs in the report's ``problems``, or ``"fail"`` the run.
 
     Returns:
-        An `qwen_sglang.ingest.IngestReport` (``deleted`` and ``pruned`` stay 0: this recipe
-        never deletes).
+        An `qwen_sglang.ingest.IngestReport`; inputs that could not be read are in its
+        ``problems``, ``deleted`` and ``pruned`` stay 0 (this recipe never deletes).
+
+    Raises:
+        ConfigurationError: bad arguments, before anything is read.
     """
-    if actors < 1 or actor_cpus <= 0 or (rows_per_call is not None and rows_per_call < 1):
-        raise ConfigurationError("actors, actor_cpus and rows_per_call must be positive")
-    list(iter_units([], [], on_error, encoding))  # a bad encoding or on_error fails here, not in a task
-    list(iter_chunks([], max_chars))  # and so does a bad max_chars
+    if actors < 1 or actor_cpus <= 0 or (chunks_per_call is not None and chunks_per_call < 1):
+        raise ConfigurationError("actors, actor_cpus and chunks_per_call must be positive")
+    split_text("", max_chars)  # a bad max_chars or encoding fails here, not in a Ray task
+    check_encodings(encoding)
     settings = settings if settings is not None else QwenSGLangSettings()
     report, started = IngestReport(), time.monotonic()
     try:
         with EmbeddingClient(settings) as probe:
-            probe.discover()  # a wrong URL, key or model fails here, before any cluster work
+            probe.discover()
             shape, model = probe.request_shape, probe.model
-        files, report.problems = list_files(paths)
-        if on_error == "fail" and report.problems:
-            raise IngestError(str(report.problems[0]))
-        if files:
-            _run(files, collection, _worker_settings(settings, model), report, actors=actors, actor_cpus=actor_cpus,
-                 rows=rows_per_call or WAVES_PER_CALL * shape["batch_size"] * shape["max_concurrency"],
-                 chunk_options={"max_chars": max_chars, "encoding": encoding, "on_error": on_error})
+        pinned = settings.model_copy(update={"model": model}) if model and settings.model is None else settings
+        rows = chunks_per_call or WAVES_PER_CALL * shape["batch_size"] * shape["max_concurrency"]
+        counts = (
+            ray.data.from_items([{"path": str(p)} for p in paths])
+            .flat_map(chunk_rows, fn_kwargs={"max_chars": max_chars, "encoding": encoding})
+            .map_batches(
+                EmbedAndStore,
+                fn_constructor_kwargs={"settings": pinned, "collection": collection},
+                batch_size=rows,
+                batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                num_cpus=actor_cpus,
+            )
+        )
+        for batch in counts.iter_batches(batch_size=None, batch_format="numpy"):
+            _add(report, batch)
         report.complete = True
     finally:
         report.seconds = time.monotonic() - started
     return report
 
 
-def _run(
-    files: list[str],
-    collection: CollectionFactory,
-    settings: QwenSGLangSettings,
-    report: IngestReport,
-    *,
-    actors: int,
-    actor_cpus: float,
-    rows: int,
-    chunk_options: dict[str, Any],
-) -> None:
-    chunks = ray.data.from_items([{"path": f} for f in files]).flat_map(file_chunks, fn_kwargs=chunk_options)
-    counts = chunks.map_batches(
-        EmbedAndStore,
-        fn_constructor_kwargs={"settings": settings, "collection": collection},
-        batch_size=rows,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=actor_cpus,
-    )
-    for batch in counts.iter_batches(batch_size=None, batch_format="numpy"):
-        report.chunks += int(batch["chunks"].sum())
-        report.embedded += int(batch["embedded"].sum())
-        report.skipped += int(batch["skipped"].sum())
-        report.files += int(batch["files"].sum())
-        report.units += int(batch["units"].sum())
-        report.prompt_tokens += int(batch["tokens"].sum())
-        for found in batch["problems"]:
-            report.problems += [Problem(path, line, message) for path, line, message in json.loads(found)]
+def _add(report: IngestReport, batch: dict[str, np.ndarray]) -> None:
+    report.chunks += int(batch["chunks"].sum())
+    report.embedded += int(batch["embedded"].sum())
+    report.skipped += int(batch["skipped"].sum())
+    report.units += int(batch["units"].sum())
+    report.files += int(batch["files"].sum())
+    report.prompt_tokens += int(batch["tokens"].sum())
+    for found in batch["problems"]:
+        report.problems += [Problem(path, line, message) for path, line, message in json.loads(str(found))]
