@@ -40,6 +40,7 @@ pipelines; only `ray_ingest` calls Ray.
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -218,12 +219,41 @@ def ray_ingest(
             shape, model = probe.request_shape, probe.model
         pinned = settings.model_copy(update={"model": model}) if model and settings.model is None else settings
         rows = chunks_per_call or WAVES_PER_CALL * shape["batch_size"] * shape["max_concurrency"]
+        failure = _run(paths, collection, pinned, report, actors, actor_cpus, rows, max_chars, encoding)
+        if failure is not None:
+            raise failure
+        report.complete = True
+    finally:
+        report.seconds = time.monotonic() - started
+    return report
+
+
+def _run(
+    paths: Sequence[str | Path],
+    collection: CollectionFactory,
+    settings: QwenSGLangSettings,
+    report: IngestReport,
+    actors: int,
+    actor_cpus: float,
+    rows: int,
+    max_chars: int,
+    encoding: str,
+) -> Exception | None:
+    """Run the pipeline into ``report``; what stopped it, detached from the pipeline.
+
+    A failed run's traceback holds the pipeline's frames, and through them its actor pool: the
+    pool would keep its CPUs (or GPUs) as long as the exception is referenced, and a rerun on a
+    small cluster would wait for them forever. So the exception is returned without its
+    traceback (its message carries the worker's), and the pool is collected before it is raised.
+    """
+    counts: ray.data.Dataset | None = None
+    try:
         counts = (
             ray.data.from_items([{"path": str(p)} for p in paths])
             .flat_map(chunk_rows, fn_kwargs={"max_chars": max_chars, "encoding": encoding})
             .map_batches(
                 EmbedAndStore,
-                fn_constructor_kwargs={"settings": pinned, "collection": collection},
+                fn_constructor_kwargs={"settings": settings, "collection": collection},
                 batch_size=rows,
                 batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=actors),
@@ -232,10 +262,13 @@ def ray_ingest(
         )
         for batch in counts.iter_batches(batch_size=None, batch_format="numpy"):
             _add(report, batch)
-        report.complete = True
-    finally:
-        report.seconds = time.monotonic() - started
-    return report
+        return None
+    except Exception as exc:
+        failure = exc.with_traceback(None)
+        failure.__context__ = None
+    counts = None
+    gc.collect()
+    return failure
 
 
 def _add(report: IngestReport, batch: dict[str, np.ndarray]) -> None:

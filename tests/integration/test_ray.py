@@ -42,6 +42,15 @@ def _wait_gone(pids: set[int], seconds: float) -> set[int]:
     return alive
 
 
+def _cpus_back(cpus: float, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while ray.available_resources().get("CPU", 0.0) < cpus:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
     """A local Ray cluster of 2 CPUs; its workers import this checkout (tests included)."""
@@ -83,7 +92,10 @@ def corpus(root: Path) -> list[Path]:
     (a / "long.md").write_text("\n\n".join(f"{i}: {para}" for i in range(6)), encoding="utf-8")
     for i in range(5):
         (a / "sub" / f"note-{i}.txt").write_text(f"Note {i} about vector stores and retrieval.", encoding="utf-8")
-    lines = [f'{{"id": "r{i}", "text": "record {i} on bulk embedding", "metadata": {{"lang": "en", "n": {i}}}}}' for i in range(12)]
+    lines = [
+        f'{{"id": "r{i}", "text": "record {i} on bulk embedding", "metadata": {{"lang": "en", "n": {i}}}}}'
+        for i in range(12)
+    ]
     lines += ['{"text": "a record without an id"}', "{not json", '{"id": 7, "text": "an integer id"}']
     (b / "records.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return [a, b]
@@ -174,6 +186,9 @@ def test_rerun_after_a_crash_adds_nothing_twice(
 
     with pytest.raises(Exception, match="injected crash after a write"):
         ray_ingest(paths, FailOnce(target, tmp_path / "crashed"), settings=settings, chunks_per_call=4, max_chars=120)
+    # The failed run's actors are gone: the cluster has its CPUs back for the rerun (the
+    # exception, still referenced here, must not hold them), and nothing writes any more.
+    assert _cpus_back(2.0, 60), ray.available_resources()
     before = stored(target())
     assert 0 < len(before) < len(want) and set(before) <= set(want)
 
@@ -190,7 +205,9 @@ def test_rerun_after_a_crash_adds_nothing_twice(
 
 def test_bad_arguments_fail_before_anything_is_contacted(tmp_path: Path) -> None:
     target = ChromaHttpCollection(host="127.0.0.1", port=9, name="never")
-    settings = QwenSGLangSettings(base_url="http://127.0.0.1:9/v1")  # nothing listens: contacting it would fail otherwise
+    settings = QwenSGLangSettings(
+        base_url="http://127.0.0.1:9/v1"
+    )  # nothing listens: contacting it would fail otherwise
     for kwargs, match in (
         ({"actors": 0}, "must be positive"),
         ({"chunks_per_call": 0}, "must be positive"),
