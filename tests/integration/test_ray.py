@@ -101,12 +101,12 @@ def corpus(root: Path) -> list[Path]:
     return [a, b]
 
 
-def expected(paths: list[Path]) -> dict[str, str]:
+def expected(paths: list[Path], max_chars: int = 120) -> dict[str, str]:
     """id -> text of every chunk the inputs produce (what the store must hold, exactly)."""
     return {
         row["id"]: row["text"]
         for path in paths
-        for row in chunk_rows({"path": str(path)}, max_chars=120)
+        for row in chunk_rows({"path": str(path)}, max_chars=max_chars)
         if row["kind"] == "chunk"
     }
 
@@ -216,3 +216,33 @@ def test_bad_arguments_fail_before_anything_is_contacted(tmp_path: Path) -> None
     ):
         with pytest.raises(ConfigurationError, match=match):
             ray_ingest([tmp_path], target, settings=settings, **kwargs)
+
+
+def scaling_page_recipe() -> str:
+    """The Ray block of docs/scaling.md (skipped by the docs tests, which have no Ray cluster)."""
+    lines = (REPO / "docs" / "scaling.md").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if "test_ray.py::test_the_scaling_page_recipe_runs" in line)
+    assert lines[start + 1] == "```python"
+    end = lines.index("```", start + 2)
+    return "\n".join(lines[start + 2 : end])
+
+
+def test_the_scaling_page_recipe_runs(
+    server: ManagedServer, ray_cluster: None, chroma: ChromaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = scaling_page_recipe()
+    for old, new in (
+        ("http://127.0.0.1:30000/v1", server.base_url),
+        ("port=8000", f"port={chroma.port}"),
+        ("ray.init()", "ray.init(ignore_reinit_error=True)"),  # this module's cluster
+        ("ray.shutdown()", "pass"),  # stopped by the fixture, after the other tests
+    ):
+        assert old in code, old
+        code = code.replace(old, new)
+    shards = corpus(tmp_path / "corpus")
+    for i, shard in enumerate(shards):
+        shard.rename(tmp_path / "corpus" / f"part-{i}")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/scaling.md", "exec"), {})
+    want = expected([tmp_path / "corpus" / "part-0", tmp_path / "corpus" / "part-1"], max_chars=2000)
+    assert stored(chroma.client().get_collection("corpus")) == want

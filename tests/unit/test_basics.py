@@ -56,7 +56,7 @@ def test_core_import_pulls_no_framework_or_torch() -> None:
     code = (
         "import sys, qwen_sglang, qwen_sglang.client, qwen_sglang.servers, qwen_sglang.servers.probe, qwen_sglang.cli;"
         "heavy = [m for m in sys.modules if m.split('.')[0] in "
-        "('torch', 'langchain_core', 'llama_index', 'sentence_transformers', 'transformers', 'chromadb', 'fastapi')];"
+        "('torch', 'langchain_core', 'llama_index', 'sentence_transformers', 'transformers', 'chromadb', 'fastapi', 'ray')];"
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
