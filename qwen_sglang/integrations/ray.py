@@ -184,7 +184,7 @@ def ray_ingest(
     read and split by one Ray task: give a large corpus as several paths (its shards) to read
     them in parallel. ``actors`` actors embed and upsert, each with ``max_concurrency`` requests
     of ``batch_size`` texts in flight (the settings given, else what the server advertises):
-    about 8 requests per GPU behind the URL keeps the GPUs busy (docs/scaling.md).
+    4-8 requests per GPU behind the URL kept two GPUs busy (docs/scaling.md).
 
     Args:
         paths: files and directories, at the same path on every node.
