@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -187,7 +188,8 @@ def ray_ingest(
     4-8 requests per GPU behind the URL kept two GPUs busy (docs/scaling.md).
 
     Args:
-        paths: files and directories, at the same path on every node.
+        paths: files and directories, at the same path on every node (relative paths are
+            relative to this process's working directory).
         collection: opens the destination in each actor (`ChromaHttpCollection`, or your own).
         settings: the client's settings; ``base_url`` is the server or the router. The driver
             asks the server first (a wrong URL, key or model fails here, before any Ray work),
@@ -249,7 +251,7 @@ def _run(
     counts: ray.data.Dataset | None = None
     try:
         counts = (
-            ray.data.from_items([{"path": str(p)} for p in paths])
+            ray.data.from_items([{"path": os.path.abspath(p)} for p in paths])  # workers have their own cwd
             .flat_map(chunk_rows, fn_kwargs={"max_chars": max_chars, "encoding": encoding})
             .map_batches(
                 EmbedAndStore,
