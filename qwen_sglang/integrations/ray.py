@@ -54,15 +54,25 @@ import ray.data
 
 from qwen_sglang.client import EmbeddingClient
 from qwen_sglang.errors import ConfigurationError
-from qwen_sglang.ingest import IngestReport, Problem, check_encodings, chunk_id, iter_chunks, iter_units, split_text
+from qwen_sglang.ingest import (
+    ChromaCollection,
+    ChromaTarget,
+    IngestReport,
+    Problem,
+    check_encodings,
+    chunk_id,
+    iter_chunks,
+    iter_units,
+    split_text,
+)
+from qwen_sglang.integrations.chroma import chromadb
 from qwen_sglang.settings import QwenSGLangSettings
 
 __all__ = ["ChromaHttpCollection", "CollectionFactory", "EmbedAndStore", "chunk_rows", "ray_ingest"]
 
 #: A picklable, zero-argument callable that opens the destination (called once in each actor):
-#: anything with Chroma's ``get(ids=, include=[])`` and ``upsert(ids=, embeddings=, documents=,
-#: metadatas=)``.
-CollectionFactory = Callable[[], Any]
+#: a Chroma collection, written through `qwen_sglang.ingest.ChromaTarget` as ``ingest`` writes.
+CollectionFactory = Callable[[], ChromaCollection]
 #: Request waves per actor call: the client keeps ``max_concurrency`` requests in flight within
 #: a call, so a call of several waves leaves the server idle for this actor only at its end.
 WAVES_PER_CALL = 4
@@ -83,9 +93,7 @@ class ChromaHttpCollection:
     ssl: bool = False
 
     def __call__(self) -> Any:
-        import chromadb
-
-        client = chromadb.HttpClient(host=self.host, port=self.port, ssl=self.ssl)
+        client = chromadb().HttpClient(host=self.host, port=self.port, ssl=self.ssl)
         return client.get_or_create_collection(self.name, metadata={"hnsw:space": "cosine"})
 
 
@@ -130,7 +138,7 @@ class EmbedAndStore:
 
     def __init__(self, settings: QwenSGLangSettings, collection: CollectionFactory) -> None:
         self.client = EmbeddingClient(settings)
-        self.collection = collection()
+        self.target = ChromaTarget(collection())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         chunks: dict[str, tuple[str, dict[str, Any]]] = {}  # id -> (text, metadata): one upsert per id
@@ -157,14 +165,14 @@ class EmbedAndStore:
         """Embed and upsert the chunks not stored yet: (how many, prompt tokens)."""
         if not chunks:
             return 0, 0
-        present = set(self.collection.get(ids=list(chunks), include=[])["ids"])
+        present = self.target.present(list(chunks))
         ids = [cid for cid in chunks if cid not in present]
         if not ids:
             return 0, 0
         before = self.client.prompt_tokens
         texts = [chunks[cid][0] for cid in ids]
         vectors = self.client.embed(texts, kind="document").vectors
-        self.collection.upsert(ids=ids, embeddings=vectors, documents=texts, metadatas=[chunks[c][1] for c in ids])
+        self.target.write(ids, texts, [chunks[cid][1] for cid in ids], vectors)
         return len(ids), self.client.prompt_tokens - before
 
 
