@@ -7,6 +7,7 @@ embedding server; `QwenSGLangSettings` holds the settings both framework adapter
 from qwen_sglang._version import __version__
 from qwen_sglang.client import EmbeddingClient, EmbeddingResult, ServerFacts
 from qwen_sglang.errors import (
+    AllEndpointsDownError,
     APIConnectionError,
     APIError,
     APIStatusError,
@@ -33,6 +34,7 @@ from qwen_sglang.settings import QwenSGLangSettings
 
 __all__ = [
     "APIConnectionError",
+    "AllEndpointsDownError",
     "APIError",
     "APIStatusError",
     "APITimeoutError",

@@ -11,7 +11,8 @@ keep working::
     ├── InputTypeError (TypeError)             a text that is not a str
     ├── APIError                               anything that went wrong talking to the server
     │   ├── APIConnectionError                 unreachable server (says which URL, how to start one)
-    │   │   └── APITimeoutError
+    │   │   ├── APITimeoutError
+    │   │   └── AllEndpointsDownError          none of several base_url servers answered (each named)
     │   ├── APIStatusError (status_code)       the server answered with an error status
     │   │   ├── BadRequestError (400)          carries the server's message; never retried
     │   │   ├── AuthenticationError (401/403)
@@ -30,6 +31,7 @@ from typing import Any
 
 __all__ = [
     "APIConnectionError",
+    "AllEndpointsDownError",
     "APIError",
     "APIStatusError",
     "APITimeoutError",
@@ -103,6 +105,11 @@ class APIConnectionError(APIError):
 
 class APITimeoutError(APIConnectionError):
     """The server did not answer within ``timeout`` seconds."""
+
+
+class AllEndpointsDownError(APIConnectionError):
+    """``base_url`` lists several servers and none of them could serve a request within its
+    retries: the message names each with the last error seen there."""
 
 
 class APIStatusError(APIError):

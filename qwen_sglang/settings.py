@@ -115,6 +115,28 @@ def _split_credentials(url: str) -> tuple[str, SecretStr | None]:
     return urlunsplit(parts._replace(netloc=hostport)), SecretStr(f"{unquote(user)}:{unquote(password)}")
 
 
+def _split_urls(value: str) -> tuple[str, SecretStr | None]:
+    """``base_url`` normalised (one URL, or several separated by commas, each checked; the same
+    URL twice is refused) and the ``user:password`` its URLs carry (the same for all that do)."""
+    urls: list[str] = []
+    found: set[str] = set()
+    credentials: SecretStr | None = None
+    for part in value.split(",") if isinstance(value, str) else [value]:
+        url, in_url = _split_credentials(normalize_base_url(part))
+        if url in urls:
+            raise ConfigurationError(f"base_url lists {url!r} twice: each server once")
+        urls.append(url)
+        if in_url is not None:
+            found.add(in_url.get_secret_value())
+            credentials = in_url
+    if len(found) > 1:
+        raise ConfigurationError(
+            "the URLs of base_url carry different user:password credentials: one client sends one set; "
+            "give it as url_credentials and the URLs without it"
+        )
+    return ",".join(urls), credentials
+
+
 def _check_header_value(what: str, value: str) -> None:
     """An HTTP header carries visible ASCII only: say which character of ``what`` cannot go
     (never the value itself: it may be a secret)."""
@@ -218,7 +240,10 @@ class QwenSGLangSettings(BaseModel):
 
     base_url: str = Field(default_factory=_env("QWEN_SGLANG_BASE_URL", DEFAULT_BASE_URL))
     """Server URL ending in ``/v1`` (env ``QWEN_SGLANG_BASE_URL``; a bare ``http://host:port``
-    gets ``/v1`` appended)."""
+    gets ``/v1`` appended). Several servers of the same model: a list of URLs, or the URLs
+    separated by commas (so in ``QWEN_SGLANG_BASE_URL`` and ``--base-url`` too); the client
+    spreads requests over them and fails over when one dies (`base_urls` lists them; the value
+    kept here is the comma-separated form)."""
 
     api_key: SecretStr | None = Field(default_factory=_secret_env("QWEN_SGLANG_API_KEY"), exclude=True)
     """Bearer key for servers started with ``--api-key`` (env ``QWEN_SGLANG_API_KEY``).
@@ -386,11 +411,21 @@ class QwenSGLangSettings(BaseModel):
         filled = {"base_url": server.base_url, "model": server.model, "api_key": server.api_key}
         return data | {name: value for name, value in filled.items() if data.get(name) is None and value}
 
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _join_urls(cls, value: Any) -> Any:
+        """A list (or tuple) of URLs is kept in the comma-separated form."""
+        if isinstance(value, list | tuple):
+            if not value or not all(isinstance(url, str) for url in value):
+                raise ConfigurationError(f"base_url must be a URL or a non-empty list of URLs; {_VALID_URL}")
+            return ",".join(value)
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> QwenSGLangSettings:
         # Runs at construction and after every assignment: what it derives is written to the
         # object's dict (an assignment here would validate again, and again).
-        base_url, in_url = _split_credentials(normalize_base_url(self.base_url))
+        base_url, in_url = _split_urls(self.base_url)
         self.__dict__["base_url"] = base_url
         if in_url is not None:
             if self.url_credentials is not None:
@@ -412,6 +447,11 @@ class QwenSGLangSettings(BaseModel):
                 f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens ({self.chunk_tokens})"
             )
         return self
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        """The server URLs, one or more (``base_url`` holds them separated by commas)."""
+        return tuple(self.base_url.split(","))
 
     def require_aligned_output(self, framework: str) -> None:
         """Frameworks pair vectors with their inputs by position: ``empty_text="skip"`` cannot work."""

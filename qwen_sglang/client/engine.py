@@ -133,7 +133,9 @@ class Engine:
     def _probe_flow(self, terms: Terms, path: str, *, root: bool = False) -> Flow[Any]:
         """GET a discovery endpoint: its JSON object, or ``None`` where the server has none."""
         try:
-            body = yield from request_flow(terms.settings, "GET", path, root=root, max_bytes=_DISCOVERY_ANSWER)
+            body = yield from request_flow(
+                terms.settings, terms.server.endpoints, "GET", path, root=root, max_bytes=_DISCOVERY_ANSWER
+            )
         except APIStatusError as exc:
             if exc.status_code in _DISCOVERY_FATAL:
                 raise
@@ -230,7 +232,9 @@ class Engine:
                 payload["dimensions"] = dims
             try:
                 limit = _embeddings_answer_limit(len(batch), terms.native_dim)
-                body = yield from request_flow(s, "POST", "/embeddings", payload, max_bytes=limit)
+                body = yield from request_flow(
+                    s, server.endpoints, "POST", "/embeddings", payload, max_bytes=limit, lane=job.lane
+                )
             except RequestTooLargeError as exc:
                 if len(batch) < 2:
                     raise

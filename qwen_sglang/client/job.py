@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from qwen_sglang._progress import progress_bar
 from qwen_sglang._vectors import normalize_rows
 from qwen_sglang.client.answers import Vectors
+from qwen_sglang.client.ops import Lane
 from qwen_sglang.client.state import Terms
 from qwen_sglang.errors import InputTypeError, InvalidInputError
 from qwen_sglang.settings import validate_dimensions
@@ -159,6 +160,12 @@ class Job:
             terms=terms,
             on_progress=on_progress,
         )
+
+    @property
+    def lane(self) -> Lane:
+        """A single query (`EmbeddingClient.embed_query`) takes the query lane: it is sent at once,
+        whatever bulk work keeps the client's other connections busy."""
+        return "query" if self.kind == "query" and len(self.rows) == 1 else "bulk"
 
     def start(self, items: list[Item], requests: int) -> None:
         """Count what each text waits for; open the progress bar (one tick per text) when

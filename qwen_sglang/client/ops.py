@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from qwen_sglang.client.transport import Answer
 
-__all__ = ["Flow", "Op", "Result", "Send", "Sleep"]
+__all__ = ["Flow", "Lane", "Op", "Result", "Send", "Sleep"]
 
 T = TypeVar("T")
+#: Which connections a request takes: single queries have a lane of their own, so that one sent
+#: while bulk calls keep every bulk connection busy is sent at once, not after them.
+Lane = Literal["bulk", "query"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class Send:
     deadline: float | None = None
     #: Most bytes of (decoded) answer body accepted (``None``: derived from the request's size).
     max_bytes: int | None = None
+    lane: Lane = "bulk"
 
 
 @dataclass(frozen=True)

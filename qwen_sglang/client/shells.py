@@ -26,7 +26,7 @@ from qwen_sglang.client.connections import Connections
 from qwen_sglang.client.discovery import ServerFacts
 from qwen_sglang.client.engine import Engine
 from qwen_sglang.client.job import EmbeddingResult, Item, Job, Kind, ProgressCallback, check_texts
-from qwen_sglang.client.ops import Flow, Result, Send, Sleep
+from qwen_sglang.client.ops import Flow, Lane, Result, Send, Sleep
 from qwen_sglang.client.state import Terms
 from qwen_sglang.client.transport import ACCEPT_ENCODING, aexchange, exchange
 from qwen_sglang.errors import MalformedResponseError
@@ -114,9 +114,14 @@ class EmbeddingClient:
         return self.settings.base_url
 
     @property
+    def base_urls(self) -> tuple[str, ...]:
+        """The servers requests are spread over (one, unless ``base_url`` lists several)."""
+        return self.settings.base_urls
+
+    @property
     def root_url(self) -> str:
-        """The server root (``base_url`` without ``/v1``): where ``/health`` lives."""
-        return root_url(self.settings.base_url)
+        """The server root (``base_url`` without ``/v1``, of its first server): where ``/health`` lives."""
+        return root_url(self.settings.base_urls[0])
 
     @property
     def model(self) -> str | None:
@@ -314,41 +319,51 @@ class EmbeddingClient:
 
     def _run(self, flow: Flow[T]) -> T:
         result: Result = None
-        while True:
-            try:
-                op = flow.send(result)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            if isinstance(op, Sleep):
-                time.sleep(op.seconds)
-                result = None
-                continue
-            http = self._connections.sync(self.settings.base_url, self._pool_size())
-            try:
-                result = exchange(http, *self._request(http, op))
-            except (httpx.HTTPError, MalformedResponseError) as exc:
-                result = exc
+        try:
+            while True:
+                try:
+                    op = flow.send(result)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                if isinstance(op, Sleep):
+                    time.sleep(op.seconds)
+                    result = None
+                    continue
+                http = self._connections.sync(self.settings.base_url, self._pool_size(op.lane), op.lane)
+                try:
+                    result = exchange(http, *self._request(http, op))
+                except (httpx.HTTPError, MalformedResponseError) as exc:
+                    result = exc
+        finally:
+            flow.close()  # an interrupted flow gives back what it holds (a server's in-flight count)
 
     async def _arun(self, flow: Flow[T]) -> T:
         result: Result = None
-        while True:
-            try:
-                op = flow.send(result)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            if isinstance(op, Sleep):
-                await asyncio.sleep(op.seconds)
-                result = None
-                continue
-            http = self._connections.async_(self._pool_size())
-            try:
-                result = await aexchange(http, *self._request(http, op))
-            except (httpx.HTTPError, MalformedResponseError) as exc:
-                result = exc
+        try:
+            while True:
+                try:
+                    op = flow.send(result)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                if isinstance(op, Sleep):
+                    await asyncio.sleep(op.seconds)
+                    result = None
+                    continue
+                http = self._connections.async_(self._pool_size(op.lane), op.lane)
+                try:
+                    result = await aexchange(http, *self._request(http, op))
+                except (httpx.HTTPError, MalformedResponseError) as exc:
+                    result = exc
+        finally:
+            flow.close()  # an interrupted flow gives back what it holds (a server's in-flight count)
 
-    def _pool_size(self) -> int:
-        """Connections to keep: the most requests the settings or the server's shape put in flight."""
-        return max(self.settings.max_concurrency, self._engine.terms().shape["max_concurrency"])
+    def _pool_size(self, lane: Lane) -> int:
+        """Connections to keep: for bulk work, the most requests the settings or the server's
+        shape put in flight; for single queries, two per server."""
+        terms = self._engine.terms()
+        if lane == "query":
+            return 2 * len(terms.server.endpoints)
+        return max(self.settings.max_concurrency, terms.shape["max_concurrency"])
 
     # ================================================================ fan-out (bounded)
     def _fan_out_sync(self, job: Job, items: list[Item]) -> EmbeddingResult:

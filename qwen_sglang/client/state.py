@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from qwen_sglang.client.discovery import ServerFacts, default_query_prompt, request_shape, same_model, served_preset
+from qwen_sglang.client.endpoints import Endpoints
 from qwen_sglang.errors import ConfigurationError, ModelMismatchError
 from qwen_sglang.instructions import query_prompt
 from qwen_sglang.presets import ModelPreset
@@ -50,6 +51,8 @@ class ServerState:
     def __init__(self, base_url: str) -> None:
         self._lock = threading.Lock()
         self.base_url = base_url
+        #: The servers of ``base_url`` (one or more), their load and health.
+        self.endpoints = Endpoints(tuple(base_url.split(",")))
         #: The discovery answers (``None``: not asked yet, or the last attempt failed).
         self.facts: ServerFacts | None = None
         #: The width of the vectors the server returned for no ``dimensions``.
@@ -119,6 +122,7 @@ class ServerState:
     def after_fork(self) -> None:
         """In a forked child: a lock held by a thread of the parent would never be released here."""
         self._lock = threading.Lock()
+        self.endpoints.after_fork()
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,8 @@ class Terms:
             current = advertised.get("max_batch_tokens", values["max_batch_tokens"])
             advertised = {**advertised, "max_batch_tokens": min(current, server.budget)}
         shape = request_shape(advertised, values, given, dp_size)
+        if "max_concurrency" not in given:  # the shape of one server, for each of base_url's
+            shape["max_concurrency"] *= len(server.endpoints)
         return cls(
             settings=settings,
             server=server,

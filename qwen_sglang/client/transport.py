@@ -312,12 +312,12 @@ def _proxied(url: str) -> bool:
     return not urllib.request.proxy_bypass(parts.hostname or "")
 
 
-def new_sync_client(limits: httpx.Limits, url: str) -> httpx.Client:
-    """An httpx client for ``url`` whose every socket operation ends by the calling request's
-    deadline. Where the environment sends ``url`` through a proxy, httpx's own transports take it
-    (httpx ignores environment proxies when given a transport): the body is then still bounded by
-    the deadline, the headers by ``timeout`` per read."""
-    if _proxied(url):
+def new_sync_client(limits: httpx.Limits, *urls: str) -> httpx.Client:
+    """An httpx client for ``urls`` whose every socket operation ends by the calling request's
+    deadline. Where the environment sends one of them through a proxy, httpx's own transports
+    take it (httpx ignores environment proxies when given a transport): the body is then still
+    bounded by the deadline, the headers by ``timeout`` per read."""
+    if any(_proxied(url) for url in urls):
         return httpx.Client(limits=limits)
     return httpx.Client(transport=_DeadlineTransport(limits), limits=limits)
 

@@ -20,6 +20,7 @@ from qwen_sglang import (
     InvalidInputError,
     format_query,
 )
+from qwen_sglang.client.endpoints import Endpoints
 from qwen_sglang.client.retries import request_flow
 from qwen_sglang.servers import ManagedServer, free_port
 from tests.conftest import TOL, make_server
@@ -263,4 +264,5 @@ def test_bad_request_message_is_the_servers(server: ManagedServer) -> None:
     client = client_for(server, max_tokens=10**6, long_text="error")
     with pytest.raises(BadRequestError, match="longer than the model's context length"):
         # past the client's own checks (which refuse this before sending): one request as is
-        client._run(request_flow(client.settings, "POST", "/embeddings", {"input": [[5] * 40000]}))
+        endpoints = Endpoints(client.base_urls)
+        client._run(request_flow(client.settings, endpoints, "POST", "/embeddings", {"input": [[5] * 40000]}))
