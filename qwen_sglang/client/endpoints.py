@@ -1,8 +1,8 @@
 """The servers one client spreads its requests over (``base_url`` with several URLs), and what
 it knows of their health (no IO: `qwen_sglang.client.retries.request_flow` asks and reports).
 
-Each request attempt takes the endpoint with the fewest requests in flight (ties in turn, so
-equal servers share the work), among those not marked down. An endpoint is marked down when it
+Each request attempt takes the endpoint with the fewest requests in flight (ties: the one picked
+longest ago, so equal servers take turns), among those not marked down. An endpoint is marked down when it
 cannot be reached or answers 502/503/504: for 1 s, doubling with each failure in a row up to 30 s
 (or as long as its Retry-After asks, within that bound). Once that time has passed it is probed
 again by one request at a time; an answer marks it up. When every endpoint is down, the one due
@@ -36,6 +36,7 @@ class Endpoint:
     failures: int = 0  # failed attempts in a row (0: up)
     down_until: float = 0.0  # ``time.monotonic()`` before which it gets no request (unless all are down)
     last_error: str = ""
+    turn: int = 0  # when it was last picked (equal load: the longest unpicked goes next)
 
     def __post_init__(self) -> None:
         self.root = root_url(self.url)
@@ -47,7 +48,7 @@ class Endpoints:
     def __init__(self, urls: tuple[str, ...]) -> None:
         self._lock = threading.Lock()
         self.all = tuple(Endpoint(url) for url in urls)
-        self._turn = 0
+        self._turns = 0
 
     def __len__(self) -> int:
         return len(self.all)
@@ -59,13 +60,12 @@ class Endpoints:
         now = time.monotonic()
         with self._lock:
             ready = [e for e in self.all if e not in avoid and _ready(e, now)]
-            if ready:
-                start = self._turn % len(self.all)
-                self._turn += 1
-                order = {e: (i - start) % len(self.all) for i, e in enumerate(self.all)}
-                chosen = min(ready, key=lambda e: (e.in_flight, order[e]))
+            if ready:  # the least busy; among those, the one that waited longest
+                chosen = min(ready, key=lambda e: (e.in_flight, e.turn))
             else:
                 chosen = min(self.all, key=lambda e: (e in avoid, e.down_until, e.in_flight))
+            self._turns += 1
+            chosen.turn = self._turns
             chosen.in_flight += 1
             return chosen
 
