@@ -36,7 +36,9 @@ class UsageError(Exception):
 def add_client_args(p: argparse.ArgumentParser) -> None:
     """The options every command that talks to a server takes: where it is, its key, its model."""
     p.add_argument(
-        "--base-url", default=None, help="server URL (default: $QWEN_SGLANG_BASE_URL or http://127.0.0.1:30000/v1)"
+        "--base-url",
+        default=None,
+        help="server URL, or several separated by commas (default: $QWEN_SGLANG_BASE_URL or http://127.0.0.1:30000/v1)",
     )
     p.add_argument("--api-key", default=None, help="bearer key (default: $QWEN_SGLANG_API_KEY)")
     p.add_argument(
