@@ -1,7 +1,8 @@
 """qwen-sglang: Qwen3-Embedding served by SGLang, for LangChain, LlamaIndex and plain Python.
 
 The core needs no framework: `EmbeddingClient` talks to any SGLang (or local backend)
-embedding server; `QwenSGLangSettings` holds the settings both framework adapters share.
+embedding server, `RerankClient` to a Qwen3-Reranker server; `QwenSGLangSettings` holds the
+settings both framework adapters share.
 """
 
 from qwen_sglang._version import __version__
@@ -29,6 +30,7 @@ from qwen_sglang.errors import (
 )
 from qwen_sglang.instructions import DEFAULT_TASK, TASKS, format_query
 from qwen_sglang.presets import PRESETS, ModelPreset, find_preset
+from qwen_sglang.rerank import RerankClient, RerankResult
 from qwen_sglang.servers import LocalEmbeddingServer, ManagedServer, SGLangServer, launch_server
 from qwen_sglang.settings import QwenSGLangSettings
 
@@ -59,6 +61,8 @@ __all__ = [
     "QwenSGLangSettings",
     "RateLimitError",
     "RequestTooLargeError",
+    "RerankClient",
+    "RerankResult",
     "SGLangServer",
     "ServerFacts",
     "ServerStartError",
