@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from qwen_sglang.rerank.plan import RerankCall, RerankResult
 from qwen_sglang.rerank_format import DEFAULT_RERANK_INSTRUCTION
 from qwen_sglang.settings import QwenSGLangSettings
 
-__all__ = ["RerankClient"]
+__all__ = ["RerankClient", "reranker_settings"]
 
 
 class RerankClient:
@@ -42,7 +43,10 @@ class RerankClient:
         settings: A `qwen_sglang.QwenSGLangSettings` (or its fields as keyword arguments:
             ``base_url``, ``api_key``, ``timeout``, ``max_retries``, ``batch_size``,
             ``max_batch_tokens``, ``max_concurrency``, ``empty_text``, ``long_text``,
-            ``max_tokens``).
+            ``max_tokens``). ``QWEN_SGLANG_MODEL`` names the embedding model and is not read:
+            the reranker's model is the one given, ``QWEN_SGLANG_RERANK_MODEL``, or the served
+            one; ``QWEN_SGLANG_RERANK_BASE_URL`` is read before ``QWEN_SGLANG_BASE_URL``
+            (`reranker_settings`).
         instruction: The task instruction of every call (``None``: Qwen's default, "Given a web
             search query, retrieve relevant passages that answer the query").
 
@@ -81,12 +85,8 @@ class RerankClient:
         """
         if instruction is not None and not isinstance(instruction, str):
             raise InputTypeError(f"instruction must be a str or None, got {type(instruction).__name__}")
-        if settings is not None and kwargs:
-            given = settings.model_fields_set & set(QwenSGLangSettings.model_fields)
-            fields = {name: getattr(settings, name) for name in given}
-            settings = QwenSGLangSettings(**(fields | kwargs))
         self.instruction = instruction
-        self._rerank = RerankEngine(Engine(settings if settings is not None else QwenSGLangSettings(**kwargs)))
+        self._rerank = RerankEngine(Engine(reranker_settings(settings, **kwargs)))
         self._driver = Driver(
             lambda: self.settings,
             self._pool_size,
@@ -267,6 +267,25 @@ class RerankClient:
         scores, flows, done = self._scoring(plan)
         await self._driver.agather(flows, plan.terms.shape["max_concurrency"], done)
         return scores
+
+
+def reranker_settings(settings: QwenSGLangSettings | None = None, **kwargs: Any) -> QwenSGLangSettings:
+    """The settings of a reranker: ``settings`` and/or fields as keyword arguments, where what
+    names the EMBEDDING server in the environment does not apply. ``model`` is the one given,
+    else ``QWEN_SGLANG_RERANK_MODEL``, else none (the served one is learned; ``QWEN_SGLANG_MODEL``
+    names the embedding model); ``base_url`` the one given, else ``QWEN_SGLANG_RERANK_BASE_URL``,
+    else the usual default (``QWEN_SGLANG_BASE_URL``, then ``http://127.0.0.1:30000/v1``)."""
+    given: dict[str, Any] = {}
+    if settings is not None:
+        names = settings.model_fields_set & set(QwenSGLangSettings.model_fields)
+        given = {name: getattr(settings, name) for name in names}
+    given |= kwargs
+    if "model" not in given:
+        given["model"] = os.environ.get("QWEN_SGLANG_RERANK_MODEL") or None
+    env_url = os.environ.get("QWEN_SGLANG_RERANK_BASE_URL")
+    if "base_url" not in given and env_url:
+        given["base_url"] = env_url
+    return QwenSGLangSettings(**given)
 
 
 def _facts(facts: ServerFacts | None) -> ServerFacts:

@@ -24,6 +24,8 @@ from tests.integration.broken_servers import broken_server
 PAGES = [REPO / "README.md", REPO / "README.zh-CN.md", *sorted((REPO / "docs").rglob("*.md"))]
 BLOCKS = [b for page in PAGES for b in parse_blocks(page) if b.runnable]
 SHOWN_URL = "http://127.0.0.1:30000"
+#: Where blocks find the reranker server (docs/reranking.md): the test reranker's address.
+RERANK_URL = "http://127.0.0.1:30001"
 
 
 class Page:
@@ -105,7 +107,7 @@ def _skip_reason(block: Block) -> str | None:
     return None
 
 
-def _run(block: Block, page: Page, root: str, model_dir: str) -> None:
+def _run(block: Block, page: Page, root: str, model_dir: str, rerank_root: str = "") -> None:
     where = f"{block.path.relative_to(REPO)}:{block.line}"
     target = block.directive("write")
     if target:
@@ -113,6 +115,8 @@ def _run(block: Block, page: Page, root: str, model_dir: str) -> None:
         page.ran.add(block.line)
         return
     code = adapt(block.code, lang=block.lang, root_url=root, model_dir=model_dir)
+    if rerank_root:
+        code = code.replace(RERANK_URL, rerank_root)
     if block.setup:
         setup = adapt(block.setup, lang="python", root_url=root, model_dir=model_dir)
         exec(compile(setup, f"{where} (setup)", "exec"), page.namespace)
@@ -151,6 +155,9 @@ def test_docs_code_block(
         root = _server_root(block.directive("server") or "default", request, stack)
         monkeypatch.setenv("QWEN_SGLANG_BASE_URL", root + "/v1")
         monkeypatch.setenv("QWEN_SGLANG_MODEL", str(model_dir))
+        rerank_root = ""
+        if any(RERANK_URL in b.code for b in BLOCKS if b.path == block.path and b.line <= block.line):
+            rerank_root = request.getfixturevalue("rerank_server").root_url
         # the page's earlier Python blocks first, when this block runs alone
         for earlier in BLOCKS:
             if (
@@ -160,5 +167,5 @@ def test_docs_code_block(
                 and (earlier.lang in ("python", "py") or earlier.directive("write"))
                 and _skip_reason(earlier) is None
             ):
-                _run(earlier, page, root, str(model_dir))
-        _run(block, page, root, str(model_dir))
+                _run(earlier, page, root, str(model_dir), rerank_root)
+        _run(block, page, root, str(model_dir), rerank_root)

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from qwen_sglang import MalformedResponseError, RequestTooLargeError, RerankClient, RerankResult
+from qwen_sglang import MalformedResponseError, QwenSGLangSettings, RequestTooLargeError, RerankClient, RerankResult
 from qwen_sglang.rerank.plan import Pair, RerankCall, batches, parse_scores, score_payload
 from qwen_sglang.rerank_format import PREFIX, SUFFIX, RerankTemplate, format_body
 
@@ -142,3 +142,21 @@ def test_an_embedding_shaped_answer_is_refused() -> None:
     client = RerankClient(base_url="http://fake/v1", http_client=httpx.Client(transport=httpx.MockTransport(server)))
     with pytest.raises(MalformedResponseError, match="16 values"):
         client.rerank("q", ["a"])
+
+
+def test_the_embedding_servers_environment_does_not_name_the_reranker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qwen_sglang.rerank.client import reranker_settings
+
+    monkeypatch.setenv("QWEN_SGLANG_MODEL", "Qwen/Qwen3-Embedding-4B")
+    monkeypatch.setenv("QWEN_SGLANG_BASE_URL", "http://embed:30000/v1")
+    monkeypatch.delenv("QWEN_SGLANG_RERANK_MODEL", raising=False)
+    monkeypatch.delenv("QWEN_SGLANG_RERANK_BASE_URL", raising=False)
+    s = reranker_settings()
+    assert s.model is None and s.base_url == "http://embed:30000/v1"  # learned from the server
+    monkeypatch.setenv("QWEN_SGLANG_RERANK_MODEL", "Qwen/Qwen3-Reranker-0.6B")
+    monkeypatch.setenv("QWEN_SGLANG_RERANK_BASE_URL", "http://rerank:30001/v1")
+    s = reranker_settings(batch_size=4)
+    assert (s.model, s.base_url, s.batch_size) == ("Qwen/Qwen3-Reranker-0.6B", "http://rerank:30001/v1", 4)
+    s = reranker_settings(QwenSGLangSettings(base_url="http://given:1/v1", model="m"), timeout=5.0)
+    assert (s.model, s.base_url, s.timeout) == ("m", "http://given:1/v1", 5.0)
+    assert RerankClient(base_url="http://given:1/v1").model == "Qwen/Qwen3-Reranker-0.6B"
