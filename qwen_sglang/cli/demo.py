@@ -176,11 +176,14 @@ def run_demo(
     k: int = 3,
     out: Callable[[str], None] = print,
     keep_logs: bool | None = None,
+    rerank_url: str | None = None,
+    rerank_candidates: int = 10,
 ) -> list[DemoAnswer]:
     """Run the demo and return its answers (also printed through ``out``).
 
     Without ``persist_dir`` the Chroma collection lives in a temporary directory removed at the
-    end; ``keep_logs`` is `demo_server`'s.
+    end; ``keep_logs`` is `demo_server`'s. With ``rerank_url`` (a Qwen3-Reranker server), the
+    retriever fetches ``rerank_candidates`` passages and the reranker keeps the best ``k``.
     """
     with contextlib.ExitStack() as stack:
         demo = stack.enter_context(demo_server(model, backend, out, keep_logs=keep_logs))
@@ -188,7 +191,7 @@ def run_demo(
         if persist_dir is None:
             stack.callback(shutil.rmtree, directory, ignore_errors=True)
         store = _index(demo, directory, out)
-        chain = _chain(store, k, llm_base_url, llm_model)
+        chain = _chain(store, k, llm_base_url, llm_model, rerank_url, rerank_candidates)
         answers: list[DemoAnswer] = []
         for question in questions or [q for q, _ in DEMO_QUESTIONS]:
             result = chain.invoke(question)
@@ -227,13 +230,21 @@ def _index(demo: DemoSession, directory: str, out: Callable[[str], None]) -> Any
     return store
 
 
-def _chain(store: Any, k: int, llm_base_url: str | None, llm_model: str) -> Any:
-    """retriever -> (a chat model, or the best passage) -> answer with the retrieved docs."""
+def _chain(
+    store: Any, k: int, llm_base_url: str | None, llm_model: str, rerank_url: str | None = None, candidates: int = 10
+) -> Any:
+    """retriever (-> reranker) -> (a chat model, or the best passage) -> answer with the retrieved docs."""
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
     from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 
-    retriever = store.as_retriever(search_kwargs={"k": k})
+    retriever: Any = store.as_retriever(search_kwargs={"k": k})
+    if rerank_url is not None:
+        from langchain_qwen_sglang import QwenSGLangReranker
+
+        wide = store.as_retriever(search_kwargs={"k": max(candidates, k)})
+        reranker = QwenSGLangReranker(base_url=rerank_url, top_n=k)
+        retriever = RunnableLambda(lambda q: reranker.compress_documents(wide.invoke(q), q))
     writer: Any
     if llm_base_url is None:
         writer = RunnableLambda(lambda x: f"{x['docs'][0].page_content} [{x['docs'][0].metadata['id']}]")

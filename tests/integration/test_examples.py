@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from qwen_sglang.servers import ManagedServer
 from tests.conftest import REPO
 
 
@@ -77,3 +78,24 @@ def test_cross_lingual(tmp_path: Path) -> None:
             assert all(h.startswith("zh-") for h in hits), block
     assert "Answer in the top 3 of the other language's passages:" in out
     assert "English-only: expect misses" in out  # the fallback says what it cannot show
+
+
+def test_rag_examples_and_the_agent_tool_with_a_rerank_stage(tmp_path: Path, rerank_server: ManagedServer) -> None:
+    """The optional rerank stage of each (``--rerank-url``, the local reranker as a real process):
+    the scripts run end to end with it and keep 3 (2 for the tool) of the wider candidates; the
+    reranker's weights are random, so which passages win is not checked here (the classes'
+    ranking is, in test_rerank_adapters.py)."""
+    url = rerank_server.base_url
+    out = run_example(
+        "langchain_rag_chroma.py", "--backend", "local", "--question", "Why does bread dough rise?",
+        "--rerank-url", url, cwd=tmp_path,
+    )  # fmt: skip
+    assert "Sources: [" in out and "extractive" in out
+    out = run_example(
+        "llama_index_rag_chroma.py", "--backend", "local", "--question", "Why does bread dough rise?",
+        "--rerank-url", url, "--rerank-candidates", "8", cwd=tmp_path,
+    )  # fmt: skip
+    assert out.count("Sources: [") == 1 and len(out.split("Sources: ")[1].split(", ")) == 3
+    out = run_example("agent_retrieval_tool.py", "--backend", "local", "--rerank-url", url, cwd=tmp_path)
+    langchain_part, llama_part = out.split("LlamaIndex tool")
+    assert "search_corpus" in langchain_part and llama_part.strip()
