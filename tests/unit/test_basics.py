@@ -54,7 +54,8 @@ def test_unknown_models_have_no_preset() -> None:
 
 def test_core_import_pulls_no_framework_or_torch() -> None:
     code = (
-        "import sys, qwen_sglang, qwen_sglang.client, qwen_sglang.servers, qwen_sglang.servers.probe, qwen_sglang.cli;"
+        "import sys, qwen_sglang, qwen_sglang.client, qwen_sglang.rerank, qwen_sglang.servers, qwen_sglang.servers.probe, "
+        "qwen_sglang.cli;"
         "heavy = [m for m in sys.modules if m.split('.')[0] in "
         "('torch', 'langchain_core', 'llama_index', 'sentence_transformers', 'transformers', 'chromadb', 'fastapi', 'ray')];"
         "print(heavy); sys.exit(1 if heavy else 0)"
@@ -69,5 +70,6 @@ def test_public_api() -> None:
     import langchain_qwen_sglang
     import llama_index_qwen_sglang
 
-    assert "QwenSGLangEmbeddings" in langchain_qwen_sglang.__all__
-    assert llama_index_qwen_sglang.__all__ == ["LlamaIndexStoreTarget", "QwenSGLangEmbedding"]
+    assert {"QwenSGLangEmbeddings", "QwenSGLangReranker"} <= set(langchain_qwen_sglang.__all__)
+    assert llama_index_qwen_sglang.__all__ == ["LlamaIndexStoreTarget", "QwenSGLangEmbedding", "QwenSGLangRerank"]
+    assert {"RerankClient", "RerankResult"} <= set(qwen_sglang.__all__)
