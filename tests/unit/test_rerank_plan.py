@@ -160,3 +160,30 @@ def test_the_embedding_servers_environment_does_not_name_the_reranker(monkeypatc
     s = reranker_settings(QwenSGLangSettings(base_url="http://given:1/v1", model="m"), timeout=5.0)
     assert (s.model, s.base_url, s.timeout) == ("m", "http://given:1/v1", 5.0)
     assert RerankClient(base_url="http://given:1/v1").model == "Qwen/Qwen3-Reranker-0.6B"
+
+
+@pytest.mark.parametrize("kind", ["client", "langchain", "llama-index"])
+def test_pickles_and_reprs_of_the_rerankers_carry_no_secret(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    from langchain_qwen_sglang import QwenSGLangReranker
+    from llama_index_qwen_sglang import QwenSGLangRerank
+
+    monkeypatch.delenv("QWEN_SGLANG_API_KEY", raising=False)
+    key, password = "sk-rerank-secret-123", "pa55-rerank-secret"
+    make: Any = {"client": RerankClient, "langchain": QwenSGLangReranker, "llama-index": QwenSGLangRerank}[kind]
+    options = {"instruction": "Judge"} if kind == "client" else {"instruction": "Judge", "top_n": 2}
+    for secret, obj in (
+        (key, make(api_key=key, batch_size=5, **options)),
+        (password, make(base_url=f"http://alice:{password}@h/v1", **options)),
+    ):
+        shown = repr(obj) + str(obj) + ("" if kind == "client" else obj.model_dump_json())
+        assert secret not in shown
+        data = pickle.dumps(obj)
+        assert secret.encode() not in data
+        restored = pickle.loads(data)
+        client = restored if kind == "client" else restored.client
+        assert isinstance(client, RerankClient) and client.instruction == "Judge"
+        assert client.settings.api_key is None and client.settings.url_credentials is None
+        if kind != "client":
+            assert restored.client is not obj.client and restored.top_n == 2
