@@ -14,6 +14,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from qwen_sglang import (
     APIConnectionError,
@@ -148,7 +149,7 @@ def test_an_embedding_server_is_refused_before_scoring(server: ManagedServer) ->
 
 
 def test_settings_pickling_and_repr_keep_no_secret(rerank_server: ManagedServer) -> None:
-    settings = QwenSGLangSettings(base_url=rerank_server.base_url, api_key="sk-secret-123")
+    settings = QwenSGLangSettings(base_url=rerank_server.base_url, api_key=SecretStr("sk-secret-123"))
     client = RerankClient(settings, instruction="Judge", batch_size=4)
     assert client.settings.batch_size == 4 and client.instruction == "Judge"
     assert "sk-secret" not in repr(client)
