@@ -15,20 +15,20 @@ import traceback
 from collections.abc import Sequence
 
 from qwen_sglang._version import __version__
-from qwen_sglang.cli import demo, doctor, embed, eval, ingest, serve
+from qwen_sglang.cli import demo, doctor, embed, eval, ingest, rerank, serve
 from qwen_sglang.cli.common import UsageError
 from qwen_sglang.errors import QwenSGLangError
 
 __all__ = ["main"]
 
 #: The commands, in the order ``--help`` lists them.
-COMMANDS = (serve, embed, doctor, ingest, eval, demo)
+COMMANDS = (serve, embed, rerank, doctor, ingest, eval, demo)
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qwen-sglang",
-        description="Qwen3-Embedding on SGLang: serve, embed, diagnose, ingest.",
+        description="Qwen3-Embedding on SGLang: serve, embed, rerank, diagnose, ingest.",
     )
     parser.add_argument("--version", action="version", version=f"qwen-sglang {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
