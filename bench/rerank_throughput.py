@@ -1,7 +1,7 @@
 """Reranking throughput: `RerankClient` vs a raw generator on the same ``/v1/score`` server vs
 transformers in-process. Pairs (query, document) per second.
 
-    # CPU, the local reranker backend started here (small sizes):
+    # CPU, the local reranker backend started here (launch_server(task="rerank"); small sizes):
     python bench/rerank_throughput.py --serve .test-models/Qwen3-Reranker-test --queries 2 --docs 10
     # GPU: an SGLang reranker already running (served without --is-embedding), and the same
     # model directory for the in-process reference:
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
                 max(abs(a - b) for x, y in zip(got["ours"], ref, strict=True) for a, b in zip(x, y, strict=True))
             )
     report: dict[str, Any] = {
-        "server": base_url if not args.serve else f"local backend: {args.serve}",
+        "server": base_url if not args.serve else f"{args.backend} backend: {args.serve}",
         "model": facts.served_name,
         "workload": {k: getattr(args, k) for k in ("queries", "docs", "words", "batch", "parallel", "rounds")},
         "mean_prompt_tokens": tokens / pairs if tokens else None,
@@ -230,27 +230,12 @@ def client_tokenize(base_url: str, texts: list[str]) -> list[list[int]]:
     return tokens
 
 
-@contextlib.contextmanager
-def local_server(model_dir: str) -> Any:
-    """The local reranker backend for ``--serve`` (CPU)."""
-    from qwen_sglang.servers import ManagedServer
-
-    class LocalRerank(ManagedServer):
-        backend = "local-rerank"
-
-        def command(self) -> list[str]:
-            argv = [sys.executable, "-m", "qwen_sglang.local_backend.rerank", "--model", self.model_path]
-            return [*argv, "--host", self.host, "--port", str(self.port)]
-
-    with LocalRerank(model_dir) as server:
-        yield server
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--base-url", help="a reranker server that is already running (…/v1)")
-    src.add_argument("--serve", metavar="MODEL_DIR", help="start the local reranker backend (CPU) for this model")
+    src.add_argument("--serve", metavar="MODEL_DIR", help="start a managed reranker server for this model")
+    parser.add_argument("--backend", choices=["auto", "sglang", "local"], default="local", help="for --serve")
     parser.add_argument("--model-dir", default=None, help="the same model, for the transformers contender")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
@@ -265,9 +250,12 @@ def main() -> None:
     if args.serve and args.model_dir is None:
         args.model_dir = args.serve
     with contextlib.ExitStack() as stack:
-        base_url = (
-            args.base_url.rstrip("/") if args.base_url else stack.enter_context(local_server(args.serve)).base_url
-        )
+        if args.serve:
+            from qwen_sglang.servers import launch_server
+
+            base_url = stack.enter_context(launch_server(args.serve, args.backend, task="rerank")).base_url
+        else:
+            base_url = args.base_url.rstrip("/")
         report = run(args, base_url)
     text = json.dumps(report, indent=2)
     if args.out:
