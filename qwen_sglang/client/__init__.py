@@ -3,7 +3,8 @@
 Where each concern lives:
 
 - `qwen_sglang.client.shells`: `EmbeddingClient`, the public API; its sync and async drivers
-  (the only IO) and the bounded fan-out.
+  (the only IO; `qwen_sglang.RerankClient` sends through them too: `EmbeddingClient.run_flow`).
+- `qwen_sglang.client.fanout`: several flows at once, bounded (threads, or tasks).
 - `qwen_sglang.client.connections`: the httpx clients, per process, address and event loop.
 - `qwen_sglang.client.engine`: the sans-IO engine, every operation written once as a flow
   (discovery, the plan of a call, one batch with its Matryoshka, encoding and 413 fallbacks).

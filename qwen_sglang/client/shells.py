@@ -2,8 +2,9 @@
 
 The drivers here are the client's only IO: `EmbeddingClient._run` answers a flow's ops with
 ``httpx.Client`` and ``time.sleep``, `EmbeddingClient._arun` with ``httpx.AsyncClient`` and
-``asyncio.sleep``. Only the fan-out differs: a thread pool for sync calls, tasks for async ones,
-both bounded by the request shape's ``max_concurrency``.
+``asyncio.sleep``. Only the fan-out differs (`qwen_sglang.client.fanout`): a thread pool for sync
+calls, tasks for async ones, both bounded by the request shape's ``max_concurrency``.
+`qwen_sglang.RerankClient` drives its flows through an `EmbeddingClient` (`EmbeddingClient.run_flow`).
 """
 
 from __future__ import annotations
@@ -14,17 +15,16 @@ import os
 import time
 import weakref
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 import httpx
 
 from qwen_sglang._urls import root_url
 from qwen_sglang._version import __version__
-from qwen_sglang.client.answers import Vectors
 from qwen_sglang.client.connections import Connections
 from qwen_sglang.client.discovery import ServerFacts
 from qwen_sglang.client.engine import Engine
+from qwen_sglang.client.fanout import agather, gather
 from qwen_sglang.client.job import EmbeddingResult, Item, Job, Kind, ProgressCallback, check_texts
 from qwen_sglang.client.ops import Flow, Lane, Result, Send, Sleep
 from qwen_sglang.client.state import Terms
@@ -307,6 +307,22 @@ class EmbeddingClient:
         self._engine.after_fork()
         self._connections.after_fork()
 
+    # ================================================================ for the package's other clients
+    @property
+    def engine(self) -> Engine:
+        """The sans-IO engine: the settings, what was learned from the server, the flows
+        (`qwen_sglang.client.engine`). `qwen_sglang.RerankClient` builds its flows on it."""
+        return self._engine
+
+    def run_flow(self, flow: Flow[T]) -> T:
+        """Drive one flow of the engine to its end with this client's connections, retries and
+        deadlines (what every sync call does); return its value or raise its error."""
+        return self._run(flow)
+
+    async def arun_flow(self, flow: Flow[T]) -> T:
+        """Async `run_flow`."""
+        return await self._arun(flow)
+
     # ================================================================ drivers (the only IO)
     def _request(self, http: httpx.Client | httpx.AsyncClient, op: Send) -> tuple[httpx.Request, int, float | None]:
         """The request of ``op``, its answer's size bound and its deadline. The Authorization
@@ -369,44 +385,19 @@ class EmbeddingClient:
     def _fan_out_sync(self, job: Job, items: list[Item]) -> EmbeddingResult:
         batches = self._engine.batches(job, items)
         job.start(items, len(batches))
-        workers = min(job.terms.shape["max_concurrency"], len(batches))
         try:
-            if workers <= 1:
-                for batch in batches:
-                    job.add(batch, self._run(self._engine.batch_flow(job, batch)))
-                return job.finish()
-            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qwen-sglang-client")
-            try:
-                futures = {pool.submit(self._run, self._engine.batch_flow(job, b)): b for b in batches}
-                pending = set(futures)
-                while pending:
-                    # FIRST_COMPLETED: progress advances as each request finishes, and the first
-                    # failure is raised as soon as it is seen (the rest are cancelled below).
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        job.add(futures[fut], fut.result())
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-            return job.finish()
+            flows = [self._engine.batch_flow(job, batch) for batch in batches]
+            gather(self._run, flows, job.terms.shape["max_concurrency"], lambda k, v: job.add(batches[k], v))
         finally:
             job.stop()
+        return job.finish()
 
     async def _fan_out_async(self, job: Job, items: list[Item]) -> EmbeddingResult:
         batches = self._engine.batches(job, items)
         job.start(items, len(batches))
-        limit = asyncio.Semaphore(job.terms.shape["max_concurrency"])
-
-        async def one(batch: list[Item]) -> None:
-            async with limit:
-                answer: tuple[Vectors, int] = await self._arun(self._engine.batch_flow(job, batch))
-            job.add(batch, answer)
-
         try:
-            async with asyncio.TaskGroup() as group:  # the first failure cancels the rest
-                for batch in batches:
-                    group.create_task(one(batch))
-        except BaseExceptionGroup as eg:
-            raise eg.exceptions[0] from None
+            flows = [self._engine.batch_flow(job, batch) for batch in batches]
+            await agather(self._arun, flows, job.terms.shape["max_concurrency"], lambda k, v: job.add(batches[k], v))
         finally:
             job.stop()
         return job.finish()

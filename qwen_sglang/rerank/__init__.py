@@ -3,7 +3,7 @@
 Where each concern lives:
 
 - `qwen_sglang.rerank.client`: `RerankClient`, the public API (sync and async), driven by the
-  embedding client's `qwen_sglang.client.driver.Driver`.
+  embedding client's shells (`qwen_sglang.EmbeddingClient.run_flow`).
 - `qwen_sglang.rerank.engine`: the flows (discovery, the template from the server's tokenizer,
   ``/v1/score`` batches with the 413 fallback), on the embedding client's engine.
 - `qwen_sglang.rerank.plan`: one call with no IO (checks, request items, body-only truncation,

@@ -11,9 +11,9 @@ import httpx
 
 from qwen_sglang._urls import root_url
 from qwen_sglang.client.discovery import ServerFacts
-from qwen_sglang.client.driver import Driver
-from qwen_sglang.client.engine import Engine
+from qwen_sglang.client.fanout import agather, gather
 from qwen_sglang.client.ops import Flow
+from qwen_sglang.client.shells import EmbeddingClient
 from qwen_sglang.errors import InputTypeError
 from qwen_sglang.rerank.engine import Plan, RerankEngine
 from qwen_sglang.rerank.plan import RerankCall, RerankResult
@@ -30,8 +30,8 @@ class RerankClient:
     and the score is P("yes"), a softmax over the "yes"/"no" next-token logits, from SGLang's
     ``/v1/score``. Documents too long for the served context are cut in the document's end only
     (the prompt's prefix and suffix are kept). Requests are batched by ``batch_size`` and
-    ``max_batch_tokens``, at most ``max_concurrency`` in flight, retried like the embedding
-    client's.
+    ``max_batch_tokens``, at most ``max_concurrency`` in flight, and sent by the embedding
+    client's own shells: the same connections, retries, deadlines, typed errors and fork safety.
 
     Setup:
         ```bash
@@ -86,15 +86,13 @@ class RerankClient:
         if instruction is not None and not isinstance(instruction, str):
             raise InputTypeError(f"instruction must be a str or None, got {type(instruction).__name__}")
         self.instruction = instruction
-        self._rerank = RerankEngine(Engine(reranker_settings(settings, **kwargs)))
-        self._driver = Driver(
-            lambda: self.settings,
-            self._pool_size,
-            http_client,
-            http_async_client,
-            owner="RerankClient",
-            on_fork=self._rerank.after_fork,
+        # the embedding client's shells drive the flows: its connections, retries, deadlines and
+        # fork safety (a reranker server speaks the same protocol for discovery and tokens)
+        self._shell = EmbeddingClient(
+            reranker_settings(settings, **kwargs), http_client=http_client, http_async_client=http_async_client
         )
+        self._given = http_client is not None or http_async_client is not None
+        self._rerank = RerankEngine(self._shell.engine)
 
     # ---------------------------------------------------------------- settings and what was learned
     @property
@@ -166,7 +164,7 @@ class RerankClient:
         call = self._call(query, documents, instruction, top_n, return_documents)
         if not call.rows:
             return call.results([])
-        plan = self._driver.run(self._rerank.plan_flow(call))
+        plan = self._shell.run_flow(self._rerank.plan_flow(call))
         return call.results(self._gather(plan))
 
     async def arerank(
@@ -182,7 +180,7 @@ class RerankClient:
         call = self._call(query, documents, instruction, top_n, return_documents)
         if not call.rows:
             return call.results([])
-        plan = await self._driver.arun(self._rerank.plan_flow(call))
+        plan = await self._shell.arun_flow(self._rerank.plan_flow(call))
         return call.results(await self._agather(plan))
 
     def discover(self) -> ServerFacts:
@@ -191,20 +189,20 @@ class RerankClient:
         Raises:
             ConfigurationError: The server serves an embedding model.
         """
-        return _facts(self._driver.run(self._rerank.discover_flow()).facts)
+        return _facts(self._shell.run_flow(self._rerank.discover_flow()).facts)
 
     async def adiscover(self) -> ServerFacts:
         """Async `discover`."""
-        return _facts((await self._driver.arun(self._rerank.discover_flow())).facts)
+        return _facts((await self._shell.arun_flow(self._rerank.discover_flow())).facts)
 
     # ---------------------------------------------------------------- lifecycle
     def close(self) -> None:
         """Close the HTTP connections of the sync client (async ones close with their loop)."""
-        self._driver.close()
+        self._shell.close()
 
     async def aclose(self) -> None:
         """Close the async HTTP client of the running event loop."""
-        await self._driver.aclose()
+        await self._shell.aclose()
 
     def __enter__(self) -> RerankClient:
         return self
@@ -224,7 +222,7 @@ class RerankClient:
 
     def __reduce__(self) -> tuple[Any, ...]:
         """A pickled client is its settings (without secrets) and instruction."""
-        if self._driver.given:
+        if self._given:
             raise TypeError("a RerankClient made with http_client= or http_async_client= cannot be pickled")
         return (functools.partial(RerankClient, instruction=self.instruction), (self.settings,))
 
@@ -243,9 +241,6 @@ class RerankClient:
             empty_text=self.settings.empty_text,
         )
 
-    def _pool_size(self) -> int:
-        return max(self.settings.max_concurrency, self._rerank.engine.terms().shape["max_concurrency"])
-
     def _scoring(self, plan: Plan) -> tuple[list[float], list[Flow[list[float]]], Callable[[int, list[float]], None]]:
         """The scores to fill (in the call's order), one flow per batch, and what files a
         batch's scores once it is answered."""
@@ -260,12 +255,12 @@ class RerankClient:
 
     def _gather(self, plan: Plan) -> list[float]:
         scores, flows, done = self._scoring(plan)
-        self._driver.gather(flows, plan.terms.shape["max_concurrency"], done)
+        gather(self._shell.run_flow, flows, plan.terms.shape["max_concurrency"], done)
         return scores
 
     async def _agather(self, plan: Plan) -> list[float]:
         scores, flows, done = self._scoring(plan)
-        await self._driver.agather(flows, plan.terms.shape["max_concurrency"], done)
+        await agather(self._shell.arun_flow, flows, plan.terms.shape["max_concurrency"], done)
         return scores
 
 

@@ -1,8 +1,8 @@
 """The reranker's flows, on the embedding client's engine: no IO, no second HTTP stack.
 
-A flow yields what it needs done (`qwen_sglang.client.ops`) and is driven by the same
-`qwen_sglang.client.driver.Driver` as the embedding client's, sync or async. Discovery, token
-counts, retries, deadlines and typed errors are the embedding engine's own
+A flow yields what it needs done (`qwen_sglang.client.ops`) and is driven by an embedding
+client's shells (`qwen_sglang.EmbeddingClient.run_flow`), sync or async, over its connections.
+Discovery, token counts, retries, deadlines and typed errors are the embedding engine's own
 (`qwen_sglang.client.engine.Engine`); what is added here:
 
 - `RerankEngine.plan_flow`: discover the server (refusing an embedding server), learn the
@@ -14,7 +14,6 @@ counts, retries, deadlines and typed errors are the embedding engine's own
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 
 from qwen_sglang.client.engine import Engine
@@ -54,13 +53,8 @@ class RerankEngine:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._lock = threading.Lock()
+        #: Per server address (read and set without a lock: ``dict.setdefault`` is atomic).
         self._templates: dict[str, RerankTemplate] = {}
-
-    def after_fork(self) -> None:
-        """In a forked child: new locks (one held by a parent's thread would never be released)."""
-        self.engine.after_fork()
-        self._lock = threading.Lock()
 
     def discover_flow(self) -> Flow[Terms]:
         """The embedding engine's discovery, then: is this a reranker server?"""
@@ -91,8 +85,7 @@ class RerankEngine:
                 "(`qwen-sglang serve --task rerank`) or the local backend"
             ) from None
         template = RerankTemplate.from_tokenizer(lambda texts: ids)
-        with self._lock:
-            return self._templates.setdefault(base_url, template)
+        return self._templates.setdefault(base_url, template)
 
     def plan_flow(self, call: RerankCall) -> Flow[Plan]:
         """Discover, learn the template, and turn the call's documents into request items: those

@@ -158,3 +158,35 @@ def test_settings_pickling_and_repr_keep_no_secret(rerank_server: ManagedServer)
     copy = pickle.loads(data)
     assert isinstance(copy, RerankClient) and copy.instruction == "Judge" and copy.base_url == client.base_url
     assert client.discover().is_embedding is False and client.model is not None
+
+
+def test_parent_and_forked_child_never_get_each_others_scores(rerank_server: ManagedServer) -> None:
+    """The reranker sends through the embedding client's shells, so it inherits their fork
+    safety: after a fork, parent and child score 20 documents one request at a time, at once,
+    each on connections of its own (a shared keep-alive connection mixes up answers)."""
+    import os
+
+    from tests.integration.test_client_processes import _wait
+
+    client = RerankClient(base_url=rerank_server.base_url, max_concurrency=1, max_retries=0)
+    query = QUERIES[0][0]
+    docs = {tag: [f"{tag} document {i}: " + "bamboo " * (i % 7) for i in range(20)] for tag in ("parent", "child")}
+    want = {tag: [client.rerank(query, [d])[0].score for d in ds] for tag, ds in docs.items()}
+
+    def wrong(tag: str) -> int:
+        return sum(
+            abs(client.rerank(query, [d])[0].score - w) > 1e-6 for d, w in zip(docs[tag], want[tag], strict=True)
+        )
+
+    pid = os.fork()
+    if pid == 0:  # the child: exit status = wrong scores (capped), 100 on any exception
+        try:
+            code = min(wrong("child"), 99)
+        except BaseException:
+            code = 100
+        os._exit(code)
+    try:
+        parent = wrong("parent")
+    finally:
+        child = _wait(pid, 120)
+    assert (parent, child) == (0, 0)
