@@ -100,6 +100,19 @@ class ServerFacts:
     client_defaults: Mapping[str, int] = field(default_factory=dict)
     """``/server_info`` ``client_defaults``, checked: only `SHAPE_SETTINGS`, positive ints."""
     answered: frozenset[str] = frozenset()
+    says_reranker: bool = False
+    """The server says it serves a reranker (the local backend: a ``reranker`` block in
+    ``/model_info``, ``task: "rerank"`` in ``/server_info``); see `is_reranker`."""
+
+    @property
+    def is_reranker(self) -> bool:
+        """A reranker server: it says so, or (SGLang) it serves a generation model
+        (``is_generation: true``) whose name or architecture says reranker, as Qwen3-Reranker's do."""
+        if self.says_reranker:
+            return True
+        if self.is_embedding is not False:
+            return False
+        return any("rerank" in name.lower() for name in [*self.names(), *self.architectures])
 
     @property
     def served_name(self) -> str | None:
@@ -282,4 +295,12 @@ def parse_facts(models: Any, info: Any, server_info: Any) -> ServerFacts:
         prompts=prompts,
         client_defaults=shape,
         answered=frozenset(answered),
+        says_reranker=_says_reranker(info, server_info),
     )
+
+
+def _says_reranker(info: Any, server_info: Any) -> bool:
+    """The local reranker backend's own word: a ``reranker`` block, or ``task: "rerank"``."""
+    block = info.get("reranker") if isinstance(info, dict) else None
+    task = server_info.get("task") if isinstance(server_info, dict) else None
+    return isinstance(block, dict) or task == "rerank"

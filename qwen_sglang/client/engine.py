@@ -167,6 +167,7 @@ class Engine:
         """Discover the server, check the job against it, and turn its texts into request
         items (applying the long-text policy: `qwen_sglang.client.tokens.long_text_flow`)."""
         job.terms = yield from self.discover_flow()
+        _check_not_a_reranker(job.terms)
         self._prepare(job)
         return (yield from long_text_flow(job))
 
@@ -316,6 +317,19 @@ def _log_discovered(settings: QwenSGLangSettings, facts: ServerFacts) -> None:
             DEFAULT_MODEL,
         )
     logger.debug("discovered %s: %s", settings.base_url, facts)
+
+
+def _check_not_a_reranker(terms: Terms) -> None:
+    """An embedding call to a reranker server fails before any text is sent, saying which client
+    fits (SGLang would answer a 400 asking for ``--is-embedding``, the wrong fix for a reranker)."""
+    facts = terms.facts
+    if facts is not None and facts.is_reranker:
+        raise ConfigurationError(
+            f"the server at {terms.settings.base_url} serves a reranker ({facts.describe()}), not an embedding "
+            "model: point the embedding client at a Qwen3-Embedding server (`qwen-sglang serve --model "
+            "Qwen/Qwen3-Embedding-4B`), and use this one with qwen_sglang.RerankClient (QwenSGLangReranker, "
+            "QwenSGLangRerank, `qwen-sglang rerank`)"
+        )
 
 
 def _check_width(terms: Terms, dims: int) -> None:

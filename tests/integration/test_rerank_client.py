@@ -190,3 +190,24 @@ def test_parent_and_forked_child_never_get_each_others_scores(rerank_server: Man
     finally:
         child = _wait(pid, 120)
     assert (parent, child) == (0, 0)
+
+
+def test_an_embedding_client_given_a_reranker_server_says_so_before_embedding(rerank_server: ManagedServer) -> None:
+    """The reverse of the test above: SGLang would answer a 400 asking for ``--is-embedding``,
+    the wrong fix for a reranker; the embedding client and both adapters name the right one."""
+    from langchain_qwen_sglang import QwenSGLangEmbeddings
+    from llama_index_qwen_sglang import QwenSGLangEmbedding
+    from qwen_sglang import EmbeddingClient
+
+    client = EmbeddingClient(base_url=rerank_server.base_url)
+    with pytest.raises(ConfigurationError, match="serves a reranker .*RerankClient") as info:
+        client.embed_documents(["x"])
+    assert client.prompt_tokens == 0  # nothing embedded
+    with pytest.raises(ConfigurationError, match="serves a reranker"):
+        asyncio.run(client.aembed_query("x"))
+    assert client.server_facts is not None and client.server_facts.is_reranker
+    with pytest.raises(ConfigurationError, match="serves a reranker"):
+        QwenSGLangEmbeddings(base_url=rerank_server.base_url).embed_query("x")
+    with pytest.raises(ConfigurationError, match="serves a reranker"):
+        QwenSGLangEmbedding(base_url=rerank_server.base_url).get_text_embedding("x")
+    assert "--is-embedding" not in str(info.value)

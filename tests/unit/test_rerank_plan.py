@@ -187,3 +187,31 @@ def test_pickles_and_reprs_of_the_rerankers_carry_no_secret(kind: str, monkeypat
         assert client.settings.api_key is None and client.settings.url_credentials is None
         if kind != "client":
             assert restored.client is not obj.client and restored.top_n == 2
+
+
+@pytest.mark.parametrize(
+    ("models", "info", "server_info", "reranker"),
+    [
+        # SGLang serving Qwen3-Reranker without --is-embedding: a generation model named as a reranker
+        (
+            {"data": [{"id": "Qwen/Qwen3-Reranker-0.6B"}]},
+            {"model_path": "Qwen/Qwen3-Reranker-0.6B", "is_generation": True},
+            None,
+            True,
+        ),
+        ({"data": [{"id": "rr"}]}, {"model_path": "/m/qwen3-reranker-4b", "is_generation": True}, None, True),
+        # a chat model, and an embedding model whose name says reranker: not rerankers
+        ({"data": [{"id": "Qwen/Qwen3-8B"}]}, {"model_path": "Qwen/Qwen3-8B", "is_generation": True}, None, False),
+        ({"data": [{"id": "my-reranker"}]}, {"model_path": "x", "is_generation": False}, None, False),
+        # the local backend says so, whatever the name
+        ({"data": [{"id": "m"}]}, {"model_path": "m", "is_generation": True, "reranker": {}}, None, True),
+        ({"data": [{"id": "m"}]}, {"model_path": "m", "is_generation": True}, {"task": "rerank"}, True),
+        (None, None, None, False),  # a server that says nothing
+    ],
+)
+def test_a_reranker_server_is_told_from_the_discovery_answers(
+    models: Any, info: Any, server_info: Any, reranker: bool
+) -> None:
+    from qwen_sglang.client.discovery import parse_facts
+
+    assert parse_facts(models, info, server_info).is_reranker is reranker
