@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from qwen_sglang.cli.common import add_client_args, client_settings
+from qwen_sglang.cli.common import add_client_args, add_request_shape_args, client_settings
 
 __all__ = ["add_parser", "run"]
 
@@ -26,6 +26,7 @@ def add_parser(sub: Any) -> None:
     )
     r.set_defaults(handler=run)
     add_client_args(r)
+    add_request_shape_args(r)
     r.add_argument("file", nargs="?", default="-", help="documents, one per line (default, or -: stdin)")
     r.add_argument("--query", required=True, help="what the documents are ranked against")
     r.add_argument("--instruction", default=None, help="the task instruction (default: Qwen's web-search one)")

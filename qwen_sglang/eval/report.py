@@ -12,6 +12,8 @@ from dataclasses import asdict, astuple, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from qwen_sglang.eval.rerank import RerankScores
+
 __all__ = ["EvalReport", "EvalRow"]
 
 
@@ -53,6 +55,8 @@ class EvalReport:
     tolerance: float = 0.02
     notes: list[str] = field(default_factory=list)
     """What was left out and why (widths above the native one, a default equal to ``none``)."""
+    rerank: RerankScores | None = None
+    """Scores before and after a reranker reordered the embedding top-k (``evaluate(reranker=...)``)."""
 
     def best(self) -> EvalRow:
         """The setting with the highest nDCG@k."""
@@ -129,6 +133,8 @@ class EvalReport:
                 "WARNING: the server's truncated vectors differ from the prefixes; scores at smaller widths "
                 "may not match what this server returns"
             )
+        if self.rerank is not None:
+            lines += ["", *self.rerank.summary_lines()]
         return "\n".join(lines)
 
     def to_csv(self) -> str:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,8 +24,12 @@ from qwen_sglang.errors import ConfigurationError, InvalidInputError
 from qwen_sglang.eval.loaders import EvalDataset
 from qwen_sglang.eval.metrics import mrr_at_k, ndcg_at_k, recall_at_k
 from qwen_sglang.eval.report import EvalReport, EvalRow
+from qwen_sglang.eval.rerank import check_top_k, rerank_stage
 from qwen_sglang.eval.search import F32, exact_search, prefix_unit
 from qwen_sglang.instructions import TASKS, query_prompt
+
+if TYPE_CHECKING:
+    from qwen_sglang.rerank import RerankClient
 
 __all__ = ["DEFAULT_WIDTHS", "Instruction", "StorageProbe", "evaluate", "parse_widths"]
 
@@ -159,6 +163,8 @@ def evaluate(
     measure_storage: StorageProbe | None = None,
     tolerance: float = 0.02,
     show_progress: bool = True,
+    reranker: RerankClient | None = None,
+    rerank_top_k: int = 20,
 ) -> EvalReport:
     """Score retrieval on ``data`` for every width in ``dimensions`` and every instruction.
 
@@ -184,8 +190,15 @@ def evaluate(
             when chromadb is installed); ``None``: storage in a store is not measured.
         tolerance: relative nDCG loss accepted by `EvalReport.recommended`.
         show_progress: tqdm bars while embedding.
+        reranker: a `qwen_sglang.RerankClient`: the first instruction variant's ranking at the
+            widest width is reranked, its first ``rerank_top_k`` candidates per query, and
+            `EvalReport.rerank` holds nDCG/recall/MRR@k before and after, with the latency added
+            per query.
+        rerank_top_k: candidates reranked per query.
     """
-    _check_options(client, dtype, k, tolerance)
+    _check_options(client, dtype, k, tolerance, rerank_top_k)
+    if reranker is not None:
+        reranker.discover()  # an embedding server given as the reranker fails before any work
     queries = data.scored_queries()
     if not queries:
         raise InvalidInputError("no query has a relevant document in the qrels: nothing to score")
@@ -202,13 +215,29 @@ def evaluate(
         qvecs = {label: client.embed(v.apply(qtexts), kind="document").vectors for label, v in variants.items()}
         check = _prefix_check(client, matrix, head, widths, native)
         latencies = _query_latency(client, next(iter(variants.values())).apply(qtexts), widths, latency_samples)
-        ranked, search_s = exact_search(matrix, qvecs, widths, k)
+        depth = max(k, rerank_top_k) if reranker is not None else k  # the metrics read the first k
+        ranked, search_s = exact_search(matrix, qvecs, widths, depth)
         storage = _storage(matrix, widths, chroma_sample, measure_storage)
         del matrix
         scores = {
             key: _scores([[ids[i] for i in row] for row in idx], [data.qrels[q] for q in qids], k)
             for key, idx in ranked.items()
         }
+        label = next(iter(variants))  # the client's default instruction (or none)
+        rerank = (
+            None
+            if reranker is None
+            else rerank_stage(
+                reranker,
+                data,
+                qids,
+                ranked[(label, widths[0])].tolist(),
+                ids,
+                k=k,
+                top_k=rerank_top_k,
+                instruction=label,
+            )
+        )
         rows = [
             EvalRow(
                 label,
@@ -239,6 +268,7 @@ def evaluate(
             corpus_tokens=tokens,
             matryoshka_check=check,
             chroma_sample=min(chroma_sample, len(ids)) if storage and chroma_sample else None,
+            rerank=rerank,
             tolerance=tolerance,
             notes=notes,
         )
@@ -256,8 +286,9 @@ def _work_folder(work_dir: str | os.PathLike[str] | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _check_options(client: EmbeddingClient, dtype: str, k: int, tolerance: float) -> None:
+def _check_options(client: EmbeddingClient, dtype: str, k: int, tolerance: float, rerank_top_k: int) -> None:
     """`evaluate`'s settings, checked before any request."""
+    check_top_k(rerank_top_k)
     if client.settings.dimensions is not None:
         raise ConfigurationError(
             "evaluate() embeds the corpus once at full width and derives every smaller width from it: "
