@@ -109,7 +109,9 @@ class RerankEngine:
         payload = score_payload(terms.model, plan.call, plan.template, batch)
         limit = _SCORE_ANSWER_BASE + _SCORE_ANSWER_PER_ITEM * len(batch)
         try:
-            body = yield from request_flow(terms.settings, "POST", "/score", payload, max_bytes=limit)
+            body = yield from request_flow(
+                terms.settings, terms.server.endpoints, "POST", "/score", payload, max_bytes=limit
+            )
         except RequestTooLargeError:
             if len(batch) < 2:
                 raise
