@@ -278,6 +278,14 @@ class QwenSGLangSettings(BaseModel):
     server reports it, whatever its served name), else nothing (with a one-time note).
     Documents never get an instruction."""
 
+    query_priority: Annotated[int, Strict()] | None = 10
+    """The ``priority`` a single query (``embed_query``) asks for, so that a server ordering its
+    queue by priority serves it before bulk requests already waiting (higher first). Sent only
+    on the query lane and only to a server whose ``/server_info`` says
+    ``enable_priority_scheduling`` (SGLang's ``--enable-priority-scheduling``, on by default for
+    `qwen_sglang.servers.SGLangServer`; the local backend accepts it): never to a server that
+    would ignore it or abort on it. ``None`` never sends it."""
+
     batch_size: int = Field(default=32, gt=0)
     """Most texts per request. When not set, a server that advertises its preferred request
     shape (the local backend: few large requests) sets it."""

@@ -15,7 +15,7 @@ What is asked, in this order, each once:
   any); the local backend adds the native width (``embedding.dimension``) and the model's
   sentence-transformers prompts (``sentence_transformers.prompts``);
 - ``GET /server_info``: ``dp_size`` (SGLang's data-parallel ranks: the default concurrency grows
-  with them) and ``client_defaults``, the request shape the server prefers, in the client's own
+  with them), ``enable_priority_scheduling`` (whether single queries may carry a ``priority``) and ``client_defaults``, the request shape the server prefers, in the client's own
   setting names (the local backend; SGLang advertises none).
 
 This module holds the pure part: reading those answers (`parse_facts`) and deciding what they
@@ -95,6 +95,11 @@ class ServerFacts:
     to (empty: any width up to the native one)."""
     dp_size: int | None = None
     """``/server_info`` ``dp_size``: SGLang's data-parallel ranks (``None``: not reported)."""
+    priority_scheduling: bool = False
+    """``/server_info`` ``enable_priority_scheduling``: whether the server orders its queue by
+    a request's ``priority`` (SGLang's ``--enable-priority-scheduling``, the local backend). Only
+    then does the client send ``query_priority``: a server without it ignores the field, or
+    aborts the request when started with ``--abort-on-priority-when-disabled``."""
     prompts: Mapping[str, str] = field(default_factory=dict)
     """The model's sentence-transformers prompts (the local backend), e.g. ``{"query": ...}``."""
     client_defaults: Mapping[str, int] = field(default_factory=dict)
@@ -271,9 +276,11 @@ def parse_facts(models: Any, info: Any, server_info: Any) -> ServerFacts:
             prompts = {k: v for k, v in st["prompts"].items() if isinstance(k, str) and isinstance(v, str)}
     shape: dict[str, int] = {}
     dp_size = None
+    priority = False
     if isinstance(server_info, dict):
         answered.add("server_info")
         dp_size = _pos_int(server_info.get("dp_size"), _MAX_DP_SIZE)
+        priority = server_info.get("enable_priority_scheduling") is True
         advertised = server_info.get("client_defaults")
         if isinstance(advertised, dict):
             for name, limit in SHAPE_SETTINGS.items():
@@ -292,6 +299,7 @@ def parse_facts(models: Any, info: Any, server_info: Any) -> ServerFacts:
         supports_dimensions=supports_dims,
         matryoshka_dimensions=matryoshka,
         dp_size=dp_size,
+        priority_scheduling=priority,
         prompts=prompts,
         client_defaults=shape,
         answered=frozenset(answered),

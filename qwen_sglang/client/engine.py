@@ -231,6 +231,8 @@ class Engine:
             payload["encoding_format"] = "float" if use_float else "base64"
             if send_dims:
                 payload["dimensions"] = dims
+            if job.lane == "query" and s.query_priority is not None and _priority_scheduling(terms):
+                payload["priority"] = s.query_priority
             try:
                 limit = _embeddings_answer_limit(len(batch), terms.native_dim)
                 body = yield from request_flow(
@@ -300,6 +302,11 @@ class Engine:
 # ============================================================================================
 # Helpers (pure)
 # ============================================================================================
+def _priority_scheduling(terms: Terms) -> bool:
+    """Whether the server said it orders its queue by ``priority`` (`ServerFacts.priority_scheduling`)."""
+    return terms.facts is not None and terms.facts.priority_scheduling
+
+
 def _embeddings_answer_limit(count: int, width: int | None) -> int:
     """The most bytes an honest ``/embeddings`` answer of ``count`` vectors can take: JSON floats
     at a generous 32 bytes each, twice over, for vectors as wide as the model's (at least the

@@ -95,6 +95,14 @@ def _encoding_format(data: dict[str, Any]) -> str:
     return fmt
 
 
+def _check_priority(priority: Any) -> None:
+    """SGLang's request ``priority`` (an integer or null): accepted and checked, not used for
+    ordering (this backend serves pending inputs shortest first, and a single query is one short
+    input)."""
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise HTTPError(f"priority must be an integer, got {priority!r}")
+
+
 async def _until_done_or_gone(job: Job, request: Request) -> np.ndarray | None:
     """The job's vectors, or None when the client disconnected first (the job is then dropped)."""
 
@@ -230,6 +238,9 @@ def _server_info(config: LocalBackendConfig, runner: ModelRunner) -> dict[str, A
         "json_model_override_args": json.dumps(override),
         "device": config.device,
         "supports_base64": True,
+        # Requests may carry SGLang's integer "priority" (checked, then served shortest input
+        # first like every request): clients send it on their single queries.
+        "enable_priority_scheduling": True,
         "host": config.host,
         "port": config.port,
         # The request shape this backend is fastest with, in the client's setting names: a padded
@@ -316,6 +327,7 @@ async def _embed(
     if len(items) > config.max_inputs_per_request:
         raise too_large(f"Too many inputs in one request: {len(items)} > {config.max_inputs_per_request}")
     fmt = _encoding_format(data)
+    _check_priority(data.get("priority"))
     dims = data.get("dimensions")
     if dims is not None:
         _check_dimensions(dims, config, runner)

@@ -106,6 +106,9 @@ def _keepalive_pair(server: ManagedServer, path: str, body: bytes) -> tuple[int,
         ("/embeddings", b'{"input": "x", "encoding_format": []}', "encoding_format must be either 'float' or 'base64'"),
         ("/embeddings", b'{"input": "x", "encoding_format": null}', "encoding_format must be either"),
         ("/tokenize", b'{"prompt": "x", "add_special_tokens": "maybe"}', "add_special_tokens must be a boolean"),
+        ("/embeddings", b'{"input": "x", "priority": "high"}', "priority must be an integer"),
+        ("/embeddings", b'{"input": "x", "priority": true}', "priority must be an integer"),
+        ("/embeddings", b'{"input": "x", "priority": 1.5}', "priority must be an integer"),
     ],
 )
 def test_bad_input_is_a_400_and_the_connection_lives_on(

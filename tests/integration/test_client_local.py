@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from pathlib import Path
@@ -266,3 +267,27 @@ def test_bad_request_message_is_the_servers(server: ManagedServer) -> None:
         # past the client's own checks (which refuse this before sending): one request as is
         endpoints = Endpoints(client.base_urls)
         client._run(request_flow(client.settings, endpoints, "POST", "/embeddings", {"input": [[5] * 40000]}))
+
+
+def test_single_queries_carry_the_query_priority_and_bulk_requests_none(server: ManagedServer) -> None:
+    # the server says it schedules by priority (/server_info): embed_query asks for query_priority,
+    # embed_documents (and a batch of queries) for nothing; None sends it on no request at all
+    sent: list[dict[str, Any]] = []
+
+    def record(request: httpx.Request) -> None:
+        if request.url.path.endswith("/embeddings"):
+            sent.append(json.loads(request.content))
+
+    def recording_client(**kw: Any) -> EmbeddingClient:
+        http = httpx.Client(event_hooks={"request": [record]}, timeout=60)
+        return client_for(server, http_client=http, **kw)
+
+    assert httpx.get(server.root_url + "/server_info", timeout=10).json()["enable_priority_scheduling"] is True
+    client = recording_client()
+    client.embed_query("what is sglang?")
+    client.embed_documents(["a document", "another one"])
+    assert [r.get("priority") for r in sent] == [10, None]
+    sent.clear()
+    recording_client(query_priority=3).embed_query("q")
+    recording_client(query_priority=None).embed_query("q")
+    assert [r.get("priority") for r in sent] == [3, None]

@@ -217,3 +217,34 @@ def test_a_new_base_url_is_asked_again_and_what_was_learned_is_not_carried_over(
     assert rec.discovered.count("/model_info") == 2
     assert client.model == "small" and client.embedding_dim == 1024
     assert rec.requests[-1]["model"] == "small"
+
+
+def priorities_sent(rec: Recorder) -> list[Any]:
+    return [r.get("priority", "none") for r in rec.requests if "input" in r]
+
+
+@pytest.mark.parametrize(("scheduling", "want"), [(True, 10), (False, "none"), (None, "none"), ("yes", "none")])
+def test_only_single_queries_to_a_priority_scheduling_server_carry_a_priority(scheduling: Any, want: Any) -> None:
+    # SGLang ignores (or, with --abort-on-priority-when-disabled, aborts on) a priority it does
+    # not schedule by: the field goes only where /server_info says enable_priority_scheduling
+    info = {} if scheduling is None else {"enable_priority_scheduling": scheduling}
+    rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]), 2560)), sglang_with(server_info=info))
+    client = client_for(rec)
+    client.embed_query("q")
+    asyncio.run(client.aembed_query("q"))
+    client.embed_documents(["a", "b"])
+    client.embed_queries(["q1", "q2"])  # several queries are bulk work
+    assert priorities_sent(rec) == [want, want, "none", "none"]
+
+
+@both
+@pytest.mark.parametrize(("setting", "want"), [({"query_priority": 3}, 3), ({"query_priority": None}, "none")])
+def test_query_priority_is_the_setting_and_none_sends_none(use_async: bool, setting: dict[str, Any], want: Any) -> None:
+    answers = sglang_with(server_info={"enable_priority_scheduling": True})
+    rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]), 2560)), answers)
+    client = client_for(rec, **setting)
+    if use_async:
+        asyncio.run(client.aembed_query("q"))
+    else:
+        client.embed_query("q")
+    assert priorities_sent(rec) == [want]
