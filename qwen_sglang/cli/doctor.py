@@ -33,18 +33,25 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Probe each server of ``--base-url`` (several: separated by commas) in turn; exit 1 when
+    any check of any of them failed. ``--json`` prints one report, or a list of them for
+    several servers."""
     from dataclasses import asdict
 
     from qwen_sglang.servers.probe import Check, diagnose_log, probe_server
 
     settings = client_settings(args)  # what the options leave out comes from $QWEN_SGLANG_BASE_URL, ...
-    report = probe_server(settings.base_url, api_key=settings.api_key, model=settings.model, timeout=args.timeout)
+    reports = [
+        probe_server(url, api_key=settings.api_key, model=settings.model, timeout=args.timeout)
+        for url in settings.base_urls
+    ]
     if args.log:
         with open(args.log, encoding="utf-8", errors="replace") as f:
             found = diagnose_log(f.read())
-        report.checks.extend(found or [Check("start log", "ok", f"no known start failure in {args.log}")])
+        reports[0].checks.extend(found or [Check("start log", "ok", f"no known start failure in {args.log}")])
     if args.json:
-        print(json.dumps(asdict(report) | {"ok": report.ok}, indent=2))
+        dicts = [asdict(report) | {"ok": report.ok} for report in reports]
+        print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
     else:
-        print(report.table())
-    return 0 if report.ok else 1
+        print("\n\n".join(report.table() for report in reports))
+    return 0 if all(report.ok for report in reports) else 1

@@ -179,3 +179,17 @@ def test_doctor_tells_an_sglang_reranker_from_a_generation_model(path: str, kind
         assert rows["reranker"].status == "ok" and rows["embedding model"].status == "info"
     else:
         assert rows["embedding model"].status == "fail" and "generation model" in rows["embedding model"].value
+
+
+def test_doctor_probes_each_server_of_a_comma_separated_base_url(server: ManagedServer) -> None:
+    # once the comma-joined string was probed as one URL (host "127.0.0.1:X,http" ...)
+    with broken_server("zero") as broken:  # type: ignore[arg-type]
+        out = doctor("--base-url", f"{server.base_url},{broken}")
+        as_json = doctor("--base-url", f"{server.base_url},{broken}", "--json")
+    assert out.returncode == 1, out.stdout
+    text = flat(out.stdout)
+    assert f"qwen-sglang doctor: {server.base_url}" in text and f"qwen-sglang doctor: {broken}" in text
+    assert text.count("FAIL vectors all-zero vectors") == 1
+    reports = json.loads(as_json.stdout)
+    assert [r["base_url"] for r in reports] == [server.base_url, broken]
+    assert [r["ok"] for r in reports] == [True, False]
