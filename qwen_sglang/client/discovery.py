@@ -15,8 +15,9 @@ What is asked, in this order, each once:
   any); the local backend adds the native width (``embedding.dimension``) and the model's
   sentence-transformers prompts (``sentence_transformers.prompts``);
 - ``GET /server_info``: ``dp_size`` (SGLang's data-parallel ranks: the default concurrency grows
-  with them), ``enable_priority_scheduling`` (whether single queries may carry a ``priority``) and ``client_defaults``, the request shape the server prefers, in the client's own
-  setting names (the local backend; SGLang advertises none).
+  with them), ``enable_priority_scheduling`` (whether single queries may carry a ``priority``)
+  and ``client_defaults``, the request shape the server prefers, in the client's own setting
+  names (the local backend; SGLang advertises none).
 
 This module holds the pure part: reading those answers (`parse_facts`) and deciding what they
 mean (`same_model`, `served_preset`, `default_query_prompt`, `request_shape`). The requests
