@@ -329,3 +329,10 @@ def test_a_router_for_gpus_gives_each_worker_its_gpu() -> None:
     urls = argv[argv.index("--worker-urls") + 1 : argv.index("--host")]
     assert urls == [w.root_url for w in router.workers] and flag_value(argv, "--policy") == "round_robin"
     assert router.router.host == "127.0.0.1" and all(w.host == "127.0.0.1" for w in router.workers)
+
+
+@pytest.mark.parametrize("task", ["embed", "rerank"])
+def test_the_managed_server_schedules_by_priority_unless_told_not_to(task: str) -> None:
+    # the client's single queries carry a priority (SGLang 0.5.17, H200: p50 under bulk 283 -> 39 ms)
+    assert "--enable-priority-scheduling" in argv_of(task=task)
+    assert "--enable-priority-scheduling" not in argv_of(task=task, enable_priority_scheduling=False)
