@@ -18,6 +18,8 @@ What is asked, in this order, each once:
   with them), ``enable_priority_scheduling`` (whether single queries may carry a ``priority``)
   and ``client_defaults``, the request shape the server prefers, in the client's own setting
   names (the local backend; SGLang advertises none).
+- where ``/server_info`` does not answer, ``GET /get_server_info``: an sglang-router says
+  ``router_manager``; then ``GET /workers``, whose workers' ``dp_size`` add up to the router's.
 
 This module holds the pure part: reading those answers (`parse_facts`) and deciding what they
 mean (`same_model`, `served_preset`, `default_query_prompt`, `request_shape`). The requests
@@ -227,6 +229,24 @@ def request_shape(
 
 
 # ------------------------------------------------------------------ reading the answers
+def _router_dp_size(workers: Any) -> int | None:
+    """The data-parallel ranks behind an sglang-router: the sum of its healthy workers'
+    ``metadata.dp_size`` (a string in sglang-router 0.3; 1 when a worker does not say)."""
+    listed = workers.get("workers") if isinstance(workers, dict) else None
+    if not isinstance(listed, list):
+        return None
+    total = 0
+    for worker in listed:
+        if not isinstance(worker, dict) or worker.get("is_healthy") is False:
+            continue
+        meta = worker.get("metadata")
+        raw = meta.get("dp_size") if isinstance(meta, dict) else None
+        if isinstance(raw, str) and raw.isdigit():
+            raw = int(raw)
+        total += _pos_int(raw, _MAX_DP_SIZE) or 1
+    return min(total, _MAX_DP_SIZE) or None
+
+
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
@@ -237,9 +257,10 @@ def _pos_int(value: Any, limit: int | None = None) -> int | None:
     return value if limit is None or value <= limit else None
 
 
-def parse_facts(models: Any, info: Any, server_info: Any) -> ServerFacts:
-    """Read the three answers (each a decoded JSON body, or ``None`` when the endpoint did not
-    answer); anything of an unexpected shape is ignored, never trusted."""
+def parse_facts(models: Any, info: Any, server_info: Any, workers: Any = None) -> ServerFacts:
+    """Read the answers (each a decoded JSON body, or ``None`` when the endpoint did not
+    answer); anything of an unexpected shape is ignored, never trusted. ``workers``: an
+    sglang-router's ``GET /workers``, whose workers' ``dp_size`` add up to the ``dp_size``."""
     answered = set()
     names: list[str] = []
     adapters: list[str] = []
@@ -280,7 +301,7 @@ def parse_facts(models: Any, info: Any, server_info: Any) -> ServerFacts:
     priority = False
     if isinstance(server_info, dict):
         answered.add("server_info")
-        dp_size = _pos_int(server_info.get("dp_size"), _MAX_DP_SIZE)
+        dp_size = _pos_int(server_info.get("dp_size"), _MAX_DP_SIZE) or _router_dp_size(workers)
         priority = server_info.get("enable_priority_scheduling") is True
         advertised = server_info.get("client_defaults")
         if isinstance(advertised, dict):

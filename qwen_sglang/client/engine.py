@@ -122,7 +122,12 @@ class Engine:
             if info is None:  # SGLang < 0.5.16
                 info = yield from self._probe_flow(terms, "/get_model_info", root=True)
             server_info = yield from self._probe_flow(terms, "/server_info", root=True)
-            facts = parse_facts(models, info, server_info)
+            workers = None
+            if server_info is None:  # sglang-router: /get_server_info says router_manager, /workers lists
+                server_info = yield from self._probe_flow(terms, "/get_server_info", root=True)
+                if isinstance(server_info, dict) and server_info.get("router_manager") is True:
+                    workers = yield from self._probe_flow(terms, "/workers", root=True)
+            facts = parse_facts(models, info, server_info, workers)
             if server.adopt(facts):
                 _log_discovered(terms.settings, facts)
             terms = Terms.settle(terms.settings, server)

@@ -34,7 +34,11 @@ def test_a_router_of_two_local_workers_serves_their_vectors(qwen_model_dir: Path
         assert router.is_running() and len({w.port for w in router.workers}) == 2
         ready = httpx.get(router.root_url + "/readiness", timeout=10).json()
         assert ready["healthy_workers"] == ready["total_workers"] == 2
-        routed = np.asarray(router.get_client(batch_size=4).embed_documents(texts))
+        client = router.get_client(batch_size=4)
+        routed = np.asarray(client.embed_documents(texts))
+        # the router is recognised (/get_server_info: router_manager) and sized from /workers
+        assert client.server_facts is not None and client.server_facts.dp_size == 2
+        assert client.request_shape["max_concurrency"] == 16
         direct = np.asarray(router.workers[1].get_client().embed_documents(texts))
         assert routed.shape == direct.shape and np.allclose(routed, direct, atol=1e-5)
         pids = [router.pid, *(w.pid for w in router.workers)]

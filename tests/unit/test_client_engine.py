@@ -248,3 +248,20 @@ def test_query_priority_is_the_setting_and_none_sends_none(use_async: bool, sett
     else:
         client.embed_query("q")
     assert priorities_sent(rec) == [want]
+
+
+def test_concurrency_behind_an_sglang_router_grows_with_its_workers_ranks() -> None:
+    # sglang-router 0.3.2 (measured on 2x H200): /server_info 404, /get_server_info
+    # {"router_manager": true, ...}, /workers with each worker's dp_size as a string
+    answers = json.loads(json.dumps(SGLANG))
+    del answers["/server_info"]
+    answers["/get_server_info"] = {"router_manager": True, "routers_count": 1, "workers_count": 3}
+    worker = {"url": "http://127.0.0.1:32000", "is_healthy": True, "metadata": {"dp_size": "2"}}
+    answers["/workers"] = {
+        "workers": [worker, {**worker, "metadata": {"dp_size": "1"}}, {**worker, "is_healthy": False}]
+    }
+    rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]), 2560)), answers)
+    client = client_for(rec)
+    client.embed_query("q")
+    assert client.server_facts is not None and client.server_facts.dp_size == 3
+    assert client.request_shape["max_concurrency"] == 24  # 8 per rank, the unhealthy worker not counted

@@ -186,7 +186,7 @@ def test_a_server_that_names_no_model_keeps_working_with_the_default_and_warns_o
     assert len(warnings) == 1 and "QWEN_SGLANG_MODEL" in warnings[0]
     assert [r["model"] for r in rec.requests] == ["Qwen/Qwen3-Embedding-4B"] * 2
     assert rec.requests[0]["input"] == [QWEN_PROMPT + "q"]  # the preset's instruction, as before
-    assert rec.discovered == ["/v1/models", "/model_info", "/get_model_info", "/server_info"]
+    assert rec.discovered == ["/v1/models", "/model_info", "/get_model_info", "/server_info", "/get_server_info"]
 
 
 def sglang(request: httpx.Request) -> httpx.Response:
@@ -234,4 +234,4 @@ def test_a_server_without_get_is_one_that_names_no_model() -> None:
         base_url="http://mock:1/v1", http_client=httpx.Client(transport=httpx.MockTransport(post_only))
     )
     assert len(client.embed_documents(["d"])[0]) == 2560
-    assert gets == ["/v1/models", "/model_info", "/get_model_info", "/server_info"]  # each once
+    assert gets == ["/v1/models", "/model_info", "/get_model_info", "/server_info", "/get_server_info"]  # each once

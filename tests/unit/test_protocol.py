@@ -68,7 +68,7 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> h
 
 
 #: What a client asks a server once, before its first request (the discovery step).
-DISCOVERY = ("/v1/models", "/model_info", "/get_model_info", "/server_info")
+DISCOVERY = ("/v1/models", "/model_info", "/get_model_info", "/server_info", "/get_server_info", "/workers")
 
 
 class Recorder:
