@@ -9,7 +9,7 @@ from qwen_sglang.client.job import Item, Job
 from qwen_sglang.client.ops import Flow
 from qwen_sglang.client.retries import request_flow
 from qwen_sglang.client.state import Terms
-from qwen_sglang.errors import InvalidInputError, MalformedResponseError, NotFoundError
+from qwen_sglang.errors import BadRequestError, InvalidInputError, MalformedResponseError, NotFoundError
 
 __all__ = ["long_text_flow", "special_tokens_flow", "tokenize_flow"]
 
@@ -76,6 +76,18 @@ def long_text_flow(job: Job) -> Flow[list[Item]]:
         # the server applies its own limit.
         if terms.server.learn_no_tokenize():
             logger.warning("the server has no /v1/tokenize: long_text=%r cannot apply", terms.settings.long_text)
+        return plain
+    except BadRequestError as exc:
+        # sglang-router: 400 "No tokenizers available" for seconds after it is ready (always when
+        # its workers are keyed and it is not): this call's texts go as they are, the workers
+        # apply their own limit; a later call asks again.
+        if "no tokenizers available" not in (exc.server_message or str(exc)).lower():
+            raise
+        logger.warning(
+            "the server cannot tokenize yet (%s): long_text=%r does not apply to this call",
+            exc.server_message,
+            terms.settings.long_text,
+        )
         return plain
     counted = dict(zip(suspects, tokens, strict=True))
     items: list[Item] = []

@@ -265,3 +265,19 @@ def test_concurrency_behind_an_sglang_router_grows_with_its_workers_ranks() -> N
     client.embed_query("q")
     assert client.server_facts is not None and client.server_facts.dp_size == 3
     assert client.request_shape["max_concurrency"] == 24  # 8 per rank, the unhealthy worker not counted
+
+
+@both
+def test_a_router_without_a_tokenizer_yet_does_not_fail_the_call(use_async: bool) -> None:
+    # sglang-router 0.3.2 answers /v1/tokenize 400 "No tokenizers available" for seconds after
+    # readiness (always with keyed workers): texts go as they are, the workers apply their limit
+    def handler(request: httpx.Request, payload: dict[str, Any]) -> httpx.Response:
+        if "prompt" in payload:
+            msg = "No tokenizers available. Use POST /v1/tokenizers to add one."
+            return httpx.Response(400, json={"error": {"message": msg, "code": 400}})
+        return httpx.Response(200, json=ok_body(len(payload["input"]), 2560))
+
+    rec = Recorder(handler, sglang_with(models={"max_model_len": 40}))
+    out = embed(client_for(rec, long_text="chunk"), ["word " * 100, "short"], use_async)
+    assert len(out) == 2
+    assert [r["input"] for r in rec.requests if "input" in r] == [["word " * 100, "short"]]
