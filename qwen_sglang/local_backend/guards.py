@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hmac
 import ipaddress
@@ -267,6 +268,13 @@ class Guard:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:  # SIGTERM's grace period ended while this request ran
+            if not started:
+                with contextlib.suppress(Exception):
+                    await send_json(
+                        send, 503, error_body("The server is shutting down", 503, "ServiceUnavailableError")
+                    )
+            raise
         except Exception:
             logger.exception("error while answering %s %s", scope["method"], scope["path"])
             if started:  # a partial answer: only closing the connection can end it

@@ -52,6 +52,9 @@ __all__ = ["ClientFactory", "ManagedServer", "NoOptions"]
 
 logger = logging.getLogger("qwen_sglang.servers")
 
+#: How many times `ManagedServer.start` tries another port when the one it picked was taken first.
+PORT_RETRIES = 2
+
 
 class NoOptions(BaseModel):
     """The options model of a backend that has none beyond the lifecycle's."""
@@ -177,6 +180,7 @@ class ManagedServer(ClientFactory):
         self.model_path = str(model)
         self.host = host
         self._port = port
+        self._port_given = port is not None
         self.api_key: SecretStr | None = SecretStr(api_key) if isinstance(api_key, str) else api_key
         if self.api_key is not None:
             check_api_key(self.api_key.get_secret_value())
@@ -316,7 +320,25 @@ class ManagedServer(ClientFactory):
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, wait: bool = True) -> ManagedServer:
-        """Start the server; with ``wait`` block until it is ready (`wait_ready`)."""
+        """Start the server; with ``wait`` block until it is ready (`wait_ready`).
+
+        A port picked here (none given) is free when picked, but another process can take it
+        before the server binds it (a client's outgoing connection, another server): such a start
+        is tried again on another free port, up to `PORT_RETRIES` times.
+        """
+        for attempt in range(PORT_RETRIES + 1):
+            picked = not self._port_given
+            try:
+                return self._start_once(wait)
+            except ServerStartError as exc:
+                taken = "address already in use" in exc.log_tail.lower() or "errno 98" in exc.log_tail.lower()
+                if not (wait and picked and taken) or attempt == PORT_RETRIES:
+                    raise
+                logger.warning("port %s was taken before the %s server bound it: another one", self._port, self.backend)
+                self._port = None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_once(self, wait: bool) -> ManagedServer:
         with self._lock:
             if self.is_running():
                 return self

@@ -138,7 +138,7 @@ class ManagedRouter(ClientFactory):
         self.workers = workers
         self.router = RouterProcess(
             workers[0].model,
-            worker_urls=[w.root_url for w in workers],
+            worker_urls=["http://127.0.0.1:0"],  # the workers' URLs once they listen (`start`)
             host=host,
             port=port,
             api_key=workers[0].api_key,
@@ -209,11 +209,10 @@ class ManagedRouter(ClientFactory):
         """Start every worker (together), wait until all are ready, then the router; on any
         failure stop everything started and raise `ServerStartError`."""
         try:
-            for worker in self.workers:
-                worker.start(wait=False)
             with concurrent.futures.ThreadPoolExecutor(len(self.workers)) as pool:
-                for done in [pool.submit(worker.wait_ready) for worker in self.workers]:
+                for done in [pool.submit(worker.start) for worker in self.workers]:
                     done.result()
+            self.router.worker_urls = [worker.root_url for worker in self.workers]
             self.router.start()
         except BaseException:
             self.stop()

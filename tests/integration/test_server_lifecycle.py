@@ -589,3 +589,43 @@ class _ReadyBehindAKey(ManagedServer):
 def test_readiness_falls_back_to_health_when_ready_is_not_open() -> None:
     with _ReadyBehindAKey("/stub", startup_timeout=30) as srv:  # a 401 on /ready would never turn 200
         assert srv.is_running()
+
+
+_TAKEN_ONCE = r"""
+import http.server, os, sys
+marker = sys.argv[2]
+if not os.path.exists(marker):  # the first start: another process bound the picked port first
+    open(marker, "w").close()
+    print("OSError: [Errno 98] Address already in use", flush=True)
+    raise SystemExit(1)
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
+"""
+
+
+class _TakenOnce(ManagedServer):
+    backend = "stub"
+    marker = ""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", _TAKEN_ONCE, str(self.port), self.marker]
+
+
+def test_a_picked_port_taken_before_the_server_binds_it_is_picked_again(tmp_path: Path) -> None:
+    srv = _TakenOnce("/stub", startup_timeout=30)
+    srv.marker = str(tmp_path / "started-once")
+    first = srv.port
+    with srv:
+        assert srv.is_running() and srv.port != first
+    given = _TakenOnce("/stub", port=free_port(), startup_timeout=30)  # a port the user chose is not changed
+    given.marker = str(tmp_path / "given-once")
+    with pytest.raises(ServerStartError, match="port is already in use"):
+        given.start()
