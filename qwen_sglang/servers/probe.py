@@ -375,8 +375,8 @@ def _speed(p: Probe) -> Check:
         "speed",
         "info",
         value + "\nthe local CPU backend: bulk jobs are bound by the CPU",
-        "send few large requests (a client made with server=LocalEmbeddingServer does; "
-        "qwen-sglang ingest --request-size 1000 --request-tokens 1000000 --max-concurrency 1), "
+        "send few large requests (clients adopt the shape this server advertises; "
+        "qwen-sglang ingest --batch-size 1000 --max-batch-tokens 1000000 --max-concurrency 1), "
         "or serve on a GPU with SGLang",
     )
 

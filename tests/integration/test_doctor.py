@@ -62,7 +62,7 @@ def test_doctor_reports_empty_input_and_speed(server: ManagedServer) -> None:
     speed = rows["speed"]
     assert "vectors/s" in speed.value
     if (report.version or "").startswith("qwen-sglang-local"):
-        assert speed.status == "info" and "--request-size 1000" in speed.fix
+        assert speed.status == "info" and "--batch-size 1000" in speed.fix
 
 
 @pytest.mark.parametrize(

@@ -391,7 +391,15 @@ def test_ctrl_c_prints_a_partial_summary_and_the_rerun_completes(server: Managed
     expected = write_records(data, 1500)
     persist = tmp_path / "chroma"
     cmd = ingest_cmd(server, data, persist, "docs", *KILL_RUN)
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+    # A suite started in the background (nohup, `cmd &`) ignores SIGINT and its children inherit
+    # that: give the child the default disposition a terminal's Ctrl-C meets.
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     wait_for_progress(proc, 300)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
