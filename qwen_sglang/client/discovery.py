@@ -230,14 +230,17 @@ def request_shape(
 
 # ------------------------------------------------------------------ reading the answers
 def _router_dp_size(workers: Any) -> int | None:
-    """The data-parallel ranks behind an sglang-router: the sum of its healthy workers'
-    ``metadata.dp_size`` (a string in sglang-router 0.3; 1 when a worker does not say)."""
+    """The data-parallel ranks behind an sglang-router: the sum of its listed workers'
+    ``metadata.dp_size`` (a string in sglang-router 0.3; 1 when a worker does not say).
+
+    Unhealthy workers count too: the client is sized once, for its life, and a worker the router
+    marks unhealthy for a moment (a loaded machine, a restart) comes back."""
     listed = workers.get("workers") if isinstance(workers, dict) else None
     if not isinstance(listed, list):
         return None
     total = 0
     for worker in listed:
-        if not isinstance(worker, dict) or worker.get("is_healthy") is False:
+        if not isinstance(worker, dict):
             continue
         meta = worker.get("metadata")
         raw = meta.get("dp_size") if isinstance(meta, dict) else None

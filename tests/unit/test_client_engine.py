@@ -263,8 +263,9 @@ def test_concurrency_behind_an_sglang_router_grows_with_its_workers_ranks() -> N
     rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]), 2560)), answers)
     client = client_for(rec)
     client.embed_query("q")
-    assert client.server_facts is not None and client.server_facts.dp_size == 3
-    assert client.request_shape["max_concurrency"] == 24  # 8 per rank, the unhealthy worker not counted
+    # every listed worker counts, one marked unhealthy for a moment too: the client is sized once
+    assert client.server_facts is not None and client.server_facts.dp_size == 5
+    assert client.request_shape["max_concurrency"] == 40  # 8 per rank
 
 
 @both
