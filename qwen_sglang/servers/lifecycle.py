@@ -43,7 +43,7 @@ from qwen_sglang.errors import ConfigurationError, ServerStartError
 from qwen_sglang.servers import owner
 from qwen_sglang.servers.keys import SERVER_API_KEY_ENV, check_api_key
 from qwen_sglang.servers.options import check_extra_args, parse_options, split_options
-from qwen_sglang.servers.ports import free_port, port_in_use, port_in_use_message, warn_if_public
+from qwen_sglang.servers.ports import free_port, port_in_use, port_in_use_message, port_taken, warn_if_public
 from qwen_sglang.servers.report import diagnose_log
 from qwen_sglang.servers.watchdog import group_members
 from qwen_sglang.settings import QwenSGLangSettings, ServerHandle
@@ -331,8 +331,7 @@ class ManagedServer(ClientFactory):
             try:
                 return self._start_once(wait)
             except ServerStartError as exc:
-                taken = "address already in use" in exc.log_tail.lower() or "errno 98" in exc.log_tail.lower()
-                if not (wait and picked and taken) or attempt == PORT_RETRIES:
+                if not (wait and picked and port_taken(exc.log_tail)) or attempt == PORT_RETRIES:
                     raise
                 logger.warning("port %s was taken before the %s server bound it: another one", self._port, self.backend)
                 self._port = None

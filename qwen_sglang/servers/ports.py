@@ -8,11 +8,14 @@ the warning for a public bind without a key, and SGLang's ready line.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 
 from qwen_sglang.errors import ServerStartError
 
 __all__ = [
+    "PORT_TAKEN",
+    "port_taken",
     "LOCAL_HOSTS",
     "MAX_SGLANG_PORT",
     "READY_LINE",
@@ -44,6 +47,16 @@ def warn_if_public(host: str, has_key: bool, log: logging.Logger) -> None:
 def print_ready_line() -> None:
     """Print `READY_LINE` on stdout, flushed (what launchers and scripts wait for)."""
     print(READY_LINE, flush=True)
+
+
+#: A server log saying its port was taken: SGLang's (uvicorn's) "address already in use" /
+#: errno 98, and the local backend's own `port_in_use_message`.
+PORT_TAKEN = r"address already in use|errno 98|is already in use \(another server\?\)"
+
+
+def port_taken(log: str) -> bool:
+    """Whether a server's log says it could not bind its port (any backend's wording)."""
+    return re.search(PORT_TAKEN, log.lower()) is not None
 
 
 def port_in_use_message(host: str, port: int) -> str:

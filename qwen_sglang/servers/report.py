@@ -10,6 +10,8 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Literal
 
+from qwen_sglang.servers.ports import PORT_TAKEN
+
 __all__ = ["LOG_SIGNATURES", "Check", "Kind", "ServerReport", "Status", "diagnose_log"]
 
 Status = Literal["ok", "warn", "fail", "info", "skip"]
@@ -20,7 +22,7 @@ Kind = Literal["embedding", "reranker", "generation"]
 #: happened, the fix). The first match wins, so the specific come before the general.
 LOG_SIGNATURES: list[tuple[str, str, str]] = [
     (
-        r"address already in use|errno 98",
+        PORT_TAKEN,
         "the port is already in use",
         "pick another port, or stop the other server (ss -ltnp | grep PORT)",
     ),

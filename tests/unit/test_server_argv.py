@@ -335,3 +335,16 @@ def test_the_managed_server_schedules_by_priority_unless_told_not_to(task: str) 
     # the client's single queries carry a priority (SGLang 0.5.17, H200: p50 under bulk 283 -> 39 ms)
     assert "--enable-priority-scheduling" in argv_of(task=task)
     assert "--enable-priority-scheduling" not in argv_of(task=task, enable_priority_scheduling=False)
+
+
+def test_a_taken_port_is_recognised_in_every_backends_wording() -> None:
+    # ManagedServer.start picks another port when a picked one was taken before the server bound
+    # it; the local backend says so in its own words (a router's worker died of it unretried)
+    from qwen_sglang.servers.ports import port_in_use_message, port_taken
+    from qwen_sglang.servers.report import diagnose_log
+
+    local = port_in_use_message("127.0.0.1", 40805)
+    sglang = "ERROR: [Errno 98] error while attempting to bind on address: address already in use"
+    assert port_taken(local) and port_taken(sglang)
+    assert not port_taken("CUDA out of memory") and not port_taken("the model is in use")
+    assert "port is already in use" in str(diagnose_log(local))
