@@ -20,7 +20,7 @@ from qwen_sglang.client.state import Terms
 from qwen_sglang.errors import InputTypeError, InvalidInputError
 from qwen_sglang.settings import validate_dimensions
 
-__all__ = ["EmbeddingResult", "Item", "Job", "Kind", "ProgressCallback", "check_texts"]
+__all__ = ["EmbeddingResult", "Item", "Job", "Kind", "ProgressCallback", "check_strings", "check_texts"]
 
 logger = logging.getLogger("qwen_sglang")
 
@@ -67,28 +67,36 @@ class Item:
 
 def check_texts(texts: Sequence[str]) -> list[str]:
     """``texts`` as a list of valid ``str``, or the typed error naming the first bad one."""
-    if isinstance(texts, str):
-        raise InputTypeError(
-            "expected a list of texts, got a single str (use embed_query for one query, or wrap the document in a list)"
-        )
-    if isinstance(texts, bytes | bytearray):
-        raise InputTypeError("expected a list of str, got bytes (decode it first)")
+    return check_strings(
+        texts,
+        noun="text",
+        lead="expected a list of str",
+        single="expected a list of texts, got a single str (use embed_query for one query, or wrap the "
+        "document in a list)",
+    )
+
+
+def check_strings(values: Sequence[str], *, noun: str, lead: str, single: str) -> list[str]:
+    """``values`` as a list of valid ``str`` (each encodable as UTF-8), or the typed error naming the
+    first bad one: ``single`` for one bare str, ``lead`` opening the errors about the container,
+    ``noun`` naming an element ("text at index 3 ...")."""
+    if isinstance(values, str):
+        raise InputTypeError(single)
+    if isinstance(values, bytes | bytearray):
+        raise InputTypeError(f"{lead}, got bytes (decode it first)")
     try:
-        out = list(texts)
+        out = list(values)
     except TypeError:
-        raise InputTypeError(f"expected a list of str, got {type(texts).__name__}") from None
-    for i, text in enumerate(out):
-        if not isinstance(text, str):
-            raise InputTypeError(
-                f"text at index {i} is {type(text).__name__}, not str"
-                + (" (decode bytes first)" if isinstance(text, bytes | bytearray) else ""),
-                index=i,
-            )
+        raise InputTypeError(f"{lead}, got {type(values).__name__}") from None
+    for i, value in enumerate(out):
+        if not isinstance(value, str):
+            hint = " (decode bytes first)" if isinstance(value, bytes | bytearray) else ""
+            raise InputTypeError(f"{noun} at index {i} is {type(value).__name__}, not str{hint}", index=i)
         try:
-            text.encode("utf-8")
+            value.encode("utf-8")
         except UnicodeEncodeError:
             raise InvalidInputError(
-                f"text at index {i} contains a lone surrogate and is not valid Unicode "
+                f"{noun} at index {i} contains a lone surrogate and is not valid Unicode "
                 "(decode your input with errors='replace')",
                 index=i,
             ) from None

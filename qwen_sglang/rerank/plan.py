@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from qwen_sglang.client.job import check_strings
 from qwen_sglang.errors import InputTypeError, InvalidInputError, MalformedResponseError
 from qwen_sglang.rerank_format import DEFAULT_RERANK_INSTRUCTION, PREFIX, SUFFIX, RerankTemplate, format_body
 
@@ -65,27 +66,12 @@ def _check_str(value: object, what: str) -> str:
 
 def check_documents(documents: Sequence[str]) -> list[str]:
     """``documents`` as a list of valid ``str``, or the typed error naming the first bad one."""
-    if isinstance(documents, str):
-        raise InputTypeError("documents must be a list of str, got a single str (wrap the document in a list)")
-    if isinstance(documents, bytes | bytearray):
-        raise InputTypeError("documents must be a list of str, got bytes (decode it first)")
-    try:
-        out = list(documents)
-    except TypeError:
-        raise InputTypeError(f"documents must be a list of str, got {type(documents).__name__}") from None
-    for i, doc in enumerate(out):
-        if not isinstance(doc, str):
-            hint = " (decode bytes first)" if isinstance(doc, bytes | bytearray) else ""
-            raise InputTypeError(f"document at index {i} is {type(doc).__name__}, not str{hint}", index=i)
-        try:
-            doc.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInputError(
-                f"document at index {i} contains a lone surrogate and is not valid Unicode "
-                "(decode your input with errors='replace')",
-                index=i,
-            ) from None
-    return out
+    return check_strings(
+        documents,
+        noun="document",
+        lead="documents must be a list of str",
+        single="documents must be a list of str, got a single str (wrap the document in a list)",
+    )
 
 
 def check_top_n(top_n: object, count: int) -> int | None:
