@@ -183,8 +183,9 @@ def validate_dimensions(dimensions: Any, preset: ModelPreset | None, model: str 
     return dimensions
 
 
-#: Never pickled: secrets, and the managed server (a live process of this one).
-_NOT_PICKLED = frozenset({"api_key", "url_credentials", "server"})
+#: Never pickled: secrets (header values may be credentials), and the managed server (a live
+#: process of this one).
+_NOT_PICKLED = frozenset({"api_key", "url_credentials", "default_headers", "server"})
 
 
 @runtime_checkable
@@ -336,8 +337,12 @@ class QwenSGLangSettings(BaseModel):
     chunk_overlap: int = Field(default=128, ge=0)
     """Tokens shared by consecutive windows for ``long_text="chunk"``."""
 
-    default_headers: dict[str, str] | None = None
-    """Extra HTTP headers sent with every request (visible ASCII values)."""
+    default_headers: dict[str, SecretStr] | None = Field(default=None, exclude=True)
+    """Extra HTTP headers sent with every request, such as a gateway's key
+    (``{"X-API-Key": "..."}``). Plain strings are accepted and kept as ``SecretStr``: any header
+    may carry a credential, so the values are never printed, logged, serialised or pickled (the
+    names are shown in reprs). Visible ASCII only (`ConfigurationError` at construction). An
+    unpickled object has none: give them again where it is unpickled."""
 
     server: ServerHandle | None = Field(default=None, exclude=True, repr=False)
     """A managed server (`qwen_sglang.SGLangServer`, `qwen_sglang.LocalEmbeddingServer`, or any
@@ -380,8 +385,9 @@ class QwenSGLangSettings(BaseModel):
             raise (_configuration_error(exc) if isinstance(exc, ValidationError) else exc) from None
 
     def __getstate__(self) -> dict[Any, Any]:
-        """Pickles carry no secret: ``api_key``, ``url_credentials`` and ``server`` are left out
-        (as is what the object built from its settings, such as an adapter's client)."""
+        """Pickles carry no secret: ``api_key``, ``url_credentials``, ``default_headers`` and
+        ``server`` are left out (as is what the object built from its settings, such as an
+        adapter's client)."""
         state: dict[Any, Any] = super().__getstate__()
         return {
             **state,
@@ -448,7 +454,7 @@ class QwenSGLangSettings(BaseModel):
         if self.api_key is not None:
             _check_header_value("api_key", self.api_key.get_secret_value())
         for name, value in (self.default_headers or {}).items():
-            _check_header_value(f"default_headers[{name!r}]", value)
+            _check_header_value(f"default_headers[{name!r}]", value.get_secret_value())
         validate_dimensions(self.dimensions, self.preset, self.model)
         if self.chunk_overlap >= self.chunk_tokens:
             raise ConfigurationError(

@@ -411,8 +411,8 @@ def _facts(terms: Terms) -> ServerFacts:
 def _headers(s: QwenSGLangSettings) -> dict[str, str]:
     """The headers of one request, the credentials among them (made per request)."""
     headers = {"User-Agent": f"qwen-sglang/{__version__}", "Accept-Encoding": ACCEPT_ENCODING}
-    if s.default_headers:
-        headers.update(s.default_headers)
+    for name, value in (s.default_headers or {}).items():
+        headers[name] = value.get_secret_value()
     if s.api_key is not None:
         headers["Authorization"] = "Bearer " + s.api_key.get_secret_value()
     elif s.url_credentials is not None:

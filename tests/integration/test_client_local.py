@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import pickle
 import threading
 import time
 from pathlib import Path
@@ -13,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from langchain_qwen_sglang import QwenSGLangEmbeddings
 from qwen_sglang import (
     APIConnectionError,
     AuthenticationError,
@@ -236,6 +239,27 @@ def test_api_key_enforced_like_sglang(qwen_model_dir: Path) -> None:
         assert len(client_for(srv, api_key="sk-test-key-42").embed_documents(["x"])[0]) == 128
         assert "sk-test-key-42" not in srv.logs_tail(1000)
         assert "sk-test-key-42" not in repr(srv)
+
+
+def test_a_key_in_default_headers_reaches_the_server_and_no_repr_log_or_pickle(
+    qwen_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key given as a header (here the server's own ``Authorization``, as for a gateway's
+    ``X-API-Key``) is sent with every request: the keyed server answers; nothing shows it."""
+    key = "sk-header-key-5150"
+    with make_server(qwen_model_dir, api_key=key) as srv:
+        caplog.set_level(logging.DEBUG)
+        embeddings = QwenSGLangEmbeddings(
+            base_url=srv.base_url, model="Qwen3-Embedding-test", default_headers={"Authorization": f"Bearer {key}"}
+        )
+        assert len(embeddings.embed_documents(["x"])[0]) == 128
+        assert len(asyncio.run(embeddings.aembed_query("y"))) == 128
+        data = pickle.dumps(embeddings)
+        with pytest.raises(AuthenticationError):  # the unpickled copy has no headers: the server refuses it
+            pickle.loads(data).embed_documents(["x"])
+        assert key.encode() not in data
+        for text in (repr(embeddings), embeddings.model_dump_json(), caplog.text, srv.logs_tail(1000)):
+            assert key not in text
 
 
 def test_concurrent_requests_never_mix_results(server: ManagedServer) -> None:

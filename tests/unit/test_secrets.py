@@ -12,14 +12,17 @@ from typing import Any
 import httpx
 import pytest
 
-from langchain_qwen_sglang import QwenSGLangEmbeddings
-from llama_index_qwen_sglang import QwenSGLangEmbedding
+from pydantic import BaseModel, SecretStr
+
+from langchain_qwen_sglang import QwenSGLangEmbeddings, QwenSGLangReranker
+from llama_index_qwen_sglang import QwenSGLangEmbedding, QwenSGLangRerank
 from qwen_sglang import (
     APIConnectionError,
     ConfigurationError,
     EmbeddingClient,
     InternalServerError,
     QwenSGLangSettings,
+    RerankClient,
 )
 from qwen_sglang.client import shells as client_module
 
@@ -32,6 +35,14 @@ MAKERS: dict[str, Any] = {
     "llama-index": QwenSGLangEmbedding,
 }
 every_class = pytest.mark.parametrize("make", list(MAKERS.values()), ids=list(MAKERS))
+#: Every class that takes the settings, the rerankers too.
+ALL_MAKERS: dict[str, Any] = {
+    **MAKERS,
+    "rerank-client": RerankClient,
+    "langchain-reranker": QwenSGLangReranker,
+    "llama-index-rerank": QwenSGLangRerank,
+}
+HEADER_SECRET = "gw-header-secret-9876"
 
 
 @pytest.fixture(autouse=True)
@@ -85,6 +96,60 @@ def test_an_api_key_from_the_environment_is_checked_too(monkeypatch: pytest.Monk
 def test_default_header_values_are_checked() -> None:
     with pytest.raises(ConfigurationError, match=r"default_headers\['X-Team'\] contains a line break"):
         QwenSGLangSettings(default_headers={"X-Team": "a\nb"})
+
+
+def test_a_default_header_value_is_never_shown_even_when_refused() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        QwenSGLangSettings(default_headers={"X-API-Key": HEADER_SECRET + "\n"})
+    assert HEADER_SECRET not in str(info.value) and "pydantic" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------ secrets in default_headers
+@pytest.mark.parametrize("make", list(ALL_MAKERS.values()), ids=list(ALL_MAKERS))
+def test_default_header_values_are_never_shown_serialised_or_pickled(make: Any) -> None:
+    """Any header may carry a credential (a gateway's ``X-API-Key``, an ``Authorization`` given as
+    a header): the values are secrets, in every class that takes the settings."""
+    headers = {"X-API-Key": HEADER_SECRET, "Authorization": f"Bearer {HEADER_SECRET}"}
+    obj = make(default_headers=headers, model="m")
+    settings = obj if isinstance(obj, QwenSGLangSettings) else obj.settings
+    assert settings.default_headers is not None
+    assert {k: v.get_secret_value() for k, v in settings.default_headers.items()} == headers  # kept, hidden
+    shown = [repr(obj), str(obj), repr(vars(obj)), repr(settings), repr(vars(settings)), str(settings.model_dump())]
+    if isinstance(obj, BaseModel):
+        shown += [obj.model_dump_json(), str(obj.model_dump())]
+    for text in shown:
+        assert HEADER_SECRET not in text
+    data = pickle.dumps(obj)
+    assert HEADER_SECRET.encode() not in data
+    restored = pickle.loads(data)
+    assert (restored if isinstance(restored, QwenSGLangSettings) else restored.settings).default_headers is None
+
+
+def test_default_headers_accept_plain_strings_and_secrets_and_copies_keep_them() -> None:
+    s = QwenSGLangSettings(default_headers={"X-Team": "search", "X-API-Key": SecretStr(HEADER_SECRET)})
+    assert s.default_headers == {"X-Team": SecretStr("search"), "X-API-Key": SecretStr(HEADER_SECRET)}
+    for other in (copy.copy(s), copy.deepcopy(s), s.model_copy(), EmbeddingClient(s).settings):
+        assert other.default_headers == s.default_headers
+    s.default_headers = {"X-Team": "ranking"}  # assignment is validated like construction
+    assert s.default_headers == {"X-Team": SecretStr("ranking")}
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_default_headers_are_sent_and_stay_out_of_errors_and_logs(
+    use_async: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[httpx.Request] = []
+    client = recording_client(seen, default_headers={"X-API-Key": HEADER_SECRET})
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(InternalServerError) as info:  # the 500, after one logged retry
+        if use_async:
+            asyncio.run(client.aembed_documents(["a"]))
+        else:
+            client.embed_documents(["a"])
+    assert [r.headers["x-api-key"] for r in seen] == [HEADER_SECRET] * 2
+    assert "retrying" in caplog.text
+    for text in (str(info.value), caplog.text, repr(client), repr(vars(client))):
+        assert HEADER_SECRET not in text
 
 
 def test_the_client_keeps_no_plain_copy_of_the_key() -> None:
