@@ -30,6 +30,7 @@ from qwen_sglang.presets import ModelPreset, find_preset
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
+    "DEFAULT_RERANK_MODEL",
     "EmptyTextPolicy",
     "EncodingFormat",
     "LongTextPolicy",
@@ -42,6 +43,8 @@ __all__ = [
 
 DEFAULT_BASE_URL = "http://127.0.0.1:30000/v1"
 DEFAULT_MODEL = "Qwen/Qwen3-Embedding-4B"
+#: The reranker's counterpart of `DEFAULT_MODEL` (`qwen_sglang.RerankClient`).
+DEFAULT_RERANK_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 
 EncodingFormat = Literal["auto", "base64", "float"]
 EmptyTextPolicy = Literal["raise", "zero", "skip"]

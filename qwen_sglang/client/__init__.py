@@ -16,6 +16,8 @@ Where each concern lives:
   rule) and the terms of a call derived from the settings (`Terms`).
 - `qwen_sglang.client.discovery`: reading the server's discovery answers (`ServerFacts`).
 - `qwen_sglang.client.answers`: decoding answers and the typed error of a failed one.
+- `qwen_sglang.client.roles`: which client a user holds (`EmbeddingClient`, `RerankClient`
+  through it): the class its messages name, its default model and model variable.
 - `qwen_sglang.client.transport`: one HTTP exchange, bounded in time and size.
 """
 

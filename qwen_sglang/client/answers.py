@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 from numpy.typing import NDArray
 
+from qwen_sglang.client.roles import EMBEDDING, ClientRole
 from qwen_sglang.client.transport import Answer
 from qwen_sglang.errors import (
     APIConnectionError,
@@ -162,8 +163,11 @@ def status_error(answer: Answer, url: str, base_url: str) -> APIStatusError:
     return status_error_class(code)(text, status_code=code, url=url, body=body, server_message=message)
 
 
-def transport_error(exc: Exception, url: str, model: str, timeout: float | None = None) -> APIConnectionError:
-    """The typed error for an exchange that got no answer (refused, reset, timed out)."""
+def transport_error(
+    exc: Exception, url: str, model: str | None, timeout: float | None = None, role: ClientRole = EMBEDDING
+) -> APIConnectionError:
+    """The typed error for an exchange that got no answer (refused, reset, timed out); ``role``
+    says which server it is and how to start one (of ``model``, else the role's default)."""
     if isinstance(exc, httpx.TimeoutException):
         within = f"within timeout={timeout:g} s " if timeout is not None else ""
         return APITimeoutError(
@@ -173,8 +177,8 @@ def transport_error(exc: Exception, url: str, model: str, timeout: float | None 
         )
     reason = str(exc) or type(exc).__name__
     return APIConnectionError(
-        f"could not connect to the embedding server at {url}: {reason}. Is it running? Start one "
-        f"with `qwen-sglang serve --model {model}` (add `--backend local` on a machine without a "
+        f"could not connect to the {role.server} server at {url}: {reason}. Is it running? Start one "
+        f"with `{role.serve} --model {model or role.default_model}` (add `--backend local` on a machine without a "
         "GPU), or point base_url / QWEN_SGLANG_BASE_URL at a running server.",
         url=url,
     )

@@ -30,7 +30,9 @@ class Connections:
     clients serve both lanes.
     """
 
-    def __init__(self, given: httpx.Client | None, given_async: httpx.AsyncClient | None) -> None:
+    def __init__(self, given: httpx.Client | None, given_async: httpx.AsyncClient | None, owner: str) -> None:
+        #: The class the user holds, as messages name it.
+        self.owner = owner
         self._given = given
         self._given_async = given_async
         self.given = given is not None or given_async is not None
@@ -112,9 +114,9 @@ class Connections:
     def _refuse_given_after_fork(self) -> None:
         if self._given_pid != os.getpid():
             raise ConfigurationError(
-                "this EmbeddingClient was given an httpx client (http_client= / http_async_client=) before "
+                f"this {self.owner} was given an httpx client (http_client= / http_async_client=) before "
                 "os.fork(): its pooled connections are shared with the parent process, which would read this "
-                "process's answers. Make the EmbeddingClient (and the httpx client) in the child, or leave "
+                f"process's answers. Make the {self.owner} (and the httpx client) in the child, or leave "
                 "http_client out: the client's own connections are rebuilt in each process"
             )
 

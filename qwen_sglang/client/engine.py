@@ -29,6 +29,7 @@ from qwen_sglang.client.discovery import ServerFacts, parse_facts
 from qwen_sglang.client.job import Item, Job
 from qwen_sglang.client.ops import Flow
 from qwen_sglang.client.retries import request_flow
+from qwen_sglang.client.roles import EMBEDDING, ClientRole
 from qwen_sglang.client.state import ServerState, Terms
 from qwen_sglang.client.tokens import long_text_flow, tokenize_flow
 from qwen_sglang.errors import (
@@ -40,7 +41,7 @@ from qwen_sglang.errors import (
 )
 from qwen_sglang.instructions import query_prompt
 from qwen_sglang.presets import PRESETS
-from qwen_sglang.settings import DEFAULT_MODEL, QwenSGLangSettings, validate_dimensions
+from qwen_sglang.settings import QwenSGLangSettings, validate_dimensions
 
 __all__ = ["Engine"]
 
@@ -62,7 +63,9 @@ class Engine:
     """The sans-IO logic of one `EmbeddingClient`: its settings (read afresh at every call), what
     it learned from the server, and the flows."""
 
-    def __init__(self, settings: QwenSGLangSettings) -> None:
+    def __init__(self, settings: QwenSGLangSettings, role: ClientRole = EMBEDDING) -> None:
+        self.role = role
+        """The client the user holds: what messages name, the model assumed for a nameless server."""
         self._settings = settings
         self._server = ServerState(settings.base_url)
         self._lock = threading.Lock()  # guards _server's replacement and the token tally
@@ -82,7 +85,7 @@ class Engine:
         with self._lock:
             server = self._server if self._server.base_url == value.base_url else ServerState(value.base_url)
         if value.dimensions is not None and server.facts is not None:
-            _check_width(Terms.settle(value, server), value.dimensions)
+            _check_width(Terms.settle(value, server, self.role), value.dimensions)
         self._settings = value
 
     @property
@@ -99,7 +102,7 @@ class Engine:
 
     def terms(self) -> Terms:
         """The terms of a call starting now: a snapshot of the settings, and what the server said."""
-        return Terms.settle(self._settings.model_copy(), self.server())
+        return Terms.settle(self._settings.model_copy(), self.server(), self.role)
 
     def after_fork(self) -> None:
         """In a forked child: new locks (one held by a parent's thread would never be released)."""
@@ -129,8 +132,8 @@ class Engine:
                     workers = yield from self._probe_flow(terms, "/workers", root=True)
             facts = parse_facts(models, info, server_info, workers)
             if server.adopt(facts):
-                _log_discovered(terms.settings, facts)
-            terms = Terms.settle(terms.settings, server)
+                _log_discovered(terms, facts)
+            terms = Terms.settle(terms.settings, server, self.role)
         if terms.mismatch is not None:
             raise terms.mismatch
         return terms
@@ -139,7 +142,13 @@ class Engine:
         """GET a discovery endpoint: its JSON object, or ``None`` where the server has none."""
         try:
             body = yield from request_flow(
-                terms.settings, terms.server.endpoints, "GET", path, root=root, max_bytes=_DISCOVERY_ANSWER
+                terms.settings,
+                terms.server.endpoints,
+                "GET",
+                path,
+                root=root,
+                max_bytes=_DISCOVERY_ANSWER,
+                role=terms.role,
             )
         except APIStatusError as exc:
             if exc.status_code in _DISCOVERY_FATAL:
@@ -320,13 +329,15 @@ def _embeddings_answer_limit(count: int, width: int | None) -> int:
     return _ANSWER_BASE + 2 * count * (width * _BYTES_PER_VALUE + 256)
 
 
-def _log_discovered(settings: QwenSGLangSettings, facts: ServerFacts) -> None:
+def _log_discovered(terms: Terms, facts: ServerFacts) -> None:
+    settings, role = terms.settings, terms.role
     if settings.model is None and not facts.known:
         logger.warning(
             "%s names no model (it answers neither /v1/models nor /model_info): assuming %s. Set the "
-            "served model with model=..., --model or QWEN_SGLANG_MODEL",
+            "served model with model=..., --model or %s",
             settings.base_url,
-            DEFAULT_MODEL,
+            role.default_model,
+            role.model_env,
         )
     logger.debug("discovered %s: %s", settings.base_url, facts)
 

@@ -10,9 +10,10 @@ from typing import Any
 from qwen_sglang.client.answers import RETRY_STATUS, answer_json, retry_after, status_error, transport_error, with_note
 from qwen_sglang.client.endpoints import Endpoint, Endpoints
 from qwen_sglang.client.ops import Flow, Lane, Send, Sleep
+from qwen_sglang.client.roles import EMBEDDING, ClientRole
 from qwen_sglang.client.transport import Answer
 from qwen_sglang.errors import AllEndpointsDownError, APIConnectionError, QwenSGLangError
-from qwen_sglang.settings import DEFAULT_MODEL, QwenSGLangSettings
+from qwen_sglang.settings import QwenSGLangSettings
 
 __all__ = ["backoff", "request_flow", "retry_deadline"]
 
@@ -34,6 +35,7 @@ def request_flow(
     root: bool = False,
     max_bytes: int | None = None,
     lane: Lane = "bulk",
+    role: ClientRole = EMBEDDING,
 ) -> Flow[Any]:
     """Send one request with retries; return the decoded JSON body.
 
@@ -44,6 +46,7 @@ def request_flow(
     retry counted. Each attempt ends within ``timeout``; all of them, with the pauses between
     them, by the retry deadline (`retry_deadline`): a wait that would end past it is not taken.
     An answer larger than ``max_bytes`` (default: from the request's size) is refused, not retried.
+    A connection error names the ``role``'s server and how to start one.
     """
     overall = retry_deadline(s.timeout, s.max_retries)
     attempt = 0
@@ -62,7 +65,7 @@ def request_flow(
         if isinstance(result, Answer) and result.status_code < 300:
             endpoints.succeeded(endpoint)
             return answer_json(result, url)
-        error, retry, wait = _failure(s, endpoint, url, result)
+        error, retry, wait = _failure(s, endpoint, url, result, role)
         if isinstance(error, APIConnectionError) or (isinstance(result, Answer) and result.status_code in _DOWN):
             endpoints.failed(endpoint, str(error).split(". ")[0], wait)
             if retry and endpoints.another_up(failed | {endpoint}):
@@ -90,14 +93,16 @@ def request_flow(
         yield Sleep(delay)
 
 
-def _failure(s: QwenSGLangSettings, endpoint: Endpoint, url: str, result: Any) -> tuple[Exception, bool, float | None]:
+def _failure(
+    s: QwenSGLangSettings, endpoint: Endpoint, url: str, result: Any, role: ClientRole
+) -> tuple[Exception, bool, float | None]:
     """The typed error of a failed attempt, whether it is worth a retry, and the wait the server
     asked for. An answer refused as it arrived (too large) is raised, never retried."""
     if isinstance(result, Answer):
         return status_error(result, url, endpoint.url), result.status_code in RETRY_STATUS, retry_after(result)
     if isinstance(result, QwenSGLangError):
         raise result
-    return transport_error(result, url, s.model or DEFAULT_MODEL, s.timeout), True, None
+    return transport_error(result, url, s.model, s.timeout, role), True, None
 
 
 def _final(s: QwenSGLangSettings, endpoints: Endpoints, error: Exception) -> Exception:

@@ -27,6 +27,7 @@ from qwen_sglang.client.engine import Engine
 from qwen_sglang.client.fanout import agather, gather
 from qwen_sglang.client.job import EmbeddingResult, Item, Job, Kind, ProgressCallback, check_texts
 from qwen_sglang.client.ops import Flow, Lane, Result, Send, Sleep
+from qwen_sglang.client.roles import EMBEDDING, ClientRole
 from qwen_sglang.client.state import Terms
 from qwen_sglang.client.transport import ACCEPT_ENCODING, aexchange, exchange
 from qwen_sglang.errors import MalformedResponseError
@@ -81,20 +82,23 @@ class EmbeddingClient:
         *,
         http_client: httpx.Client | None = None,
         http_async_client: httpx.AsyncClient | None = None,
+        role: ClientRole = EMBEDDING,
         **kwargs: Any,
     ) -> None:
         """Create a client from ``settings`` and/or settings fields as keyword arguments.
 
         ``http_client`` / ``http_async_client`` replace the internally created httpx clients
         (proxies, custom TLS, test transports). A given async client is used from one event
-        loop only; by default the client makes one per loop.
+        loop only; by default the client makes one per loop. ``role`` is for the package's other
+        clients that send through this one (`qwen_sglang.RerankClient`): the class its messages
+        name and its default model (`qwen_sglang.client.roles`).
         """
         if settings is not None and kwargs:
             given = settings.model_fields_set & set(QwenSGLangSettings.model_fields)
             fields = {name: getattr(settings, name) for name in given}
             settings = QwenSGLangSettings(**(fields | kwargs))
-        self._engine = Engine(settings if settings is not None else QwenSGLangSettings(**kwargs))
-        self._connections = Connections(http_client, http_async_client)
+        self._engine = Engine(settings if settings is not None else QwenSGLangSettings(**kwargs), role)
+        self._connections = Connections(http_client, http_async_client, role.client)
         _LIVE_CLIENTS.add(self)
 
     # ---------------------------------------------------------------- settings and what was learned

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 
 from qwen_sglang.client.discovery import ServerFacts, default_query_prompt, request_shape, same_model, served_preset
 from qwen_sglang.client.endpoints import Endpoints
+from qwen_sglang.client.roles import EMBEDDING, ClientRole
 from qwen_sglang.errors import ConfigurationError, ModelMismatchError
 from qwen_sglang.instructions import query_prompt
 from qwen_sglang.presets import ModelPreset
-from qwen_sglang.settings import DEFAULT_MODEL, QwenSGLangSettings
+from qwen_sglang.settings import QwenSGLangSettings
 
 __all__ = ["ServerState", "Terms"]
 
@@ -141,6 +142,8 @@ class Terms:
     max_tokens: int | None
     """Most tokens per text, special tokens included (``None``: unknown, nothing is cut)."""
     mismatch: ConfigurationError | None = None
+    role: ClientRole = EMBEDDING
+    """The client the user holds (what messages name, the default model)."""
 
     @property
     def facts(self) -> ServerFacts | None:
@@ -159,8 +162,9 @@ class Terms:
         return self.server.client_side_dims
 
     @classmethod
-    def settle(cls, settings: QwenSGLangSettings, server: ServerState) -> Terms:
-        """Derive the terms of a call from ``settings`` and what ``server`` has told so far."""
+    def settle(cls, settings: QwenSGLangSettings, server: ServerState, role: ClientRole = EMBEDDING) -> Terms:
+        """Derive the terms of a call of a ``role`` client from ``settings`` and what ``server``
+        has told so far."""
         facts = server.facts
         given = settings.explicit_fields
         configured = settings.model
@@ -171,7 +175,7 @@ class Terms:
             advertised: Mapping[str, int] = {}
             dp_size = None
         else:
-            model, preset, mismatch = _served_model(settings, facts)
+            model, preset, mismatch = _served_model(settings, facts, role)
             if "query_instruction" in given:
                 prompt = query_prompt(settings.query_instruction)
             else:
@@ -195,38 +199,41 @@ class Terms:
             shape=shape,
             max_tokens=_max_tokens(settings, preset, facts),
             mismatch=mismatch,
+            role=role,
         )
 
 
 def _served_model(
-    settings: QwenSGLangSettings, facts: ServerFacts
+    settings: QwenSGLangSettings, facts: ServerFacts, role: ClientRole
 ) -> tuple[str, ModelPreset | None, ConfigurationError | None]:
     """The model requests carry, its preset, and the error every call raises when the configured
     model is not the served one (or the server serves several and none was configured)."""
     configured = settings.model
     mismatch: ConfigurationError | None = None
     if configured is not None and not same_model(configured, facts):
-        mismatch = _mismatch(settings, configured, facts)
+        mismatch = _mismatch(settings, configured, facts, role)
     elif configured is None and len(facts.served_names) > 1:  # Ollama, a proxy: no guessing
         mismatch = ConfigurationError(
             f"the server at {settings.base_url} serves several models ({', '.join(facts.served_names)}): set "
-            "the one to use with model=..., --model or QWEN_SGLANG_MODEL"
+            f"the one to use with model=..., --model or {role.model_env}"
         )
-    model = configured or facts.served_name or DEFAULT_MODEL
+    model = configured or facts.served_name or role.default_model
     served = (*facts.served_names, *facts.adapters)
     if configured and configured not in served and facts.served_names and ":" not in configured:
         model = facts.served_names[0]  # the same model, under the name the server serves
     return model, served_preset([model, configured, *facts.names()]), mismatch
 
 
-def _mismatch(settings: QwenSGLangSettings, configured: str, facts: ServerFacts) -> ModelMismatchError:
-    from_env = "model" not in settings.model_fields_set and bool(os.environ.get("QWEN_SGLANG_MODEL"))
-    where = " (from QWEN_SGLANG_MODEL)" if from_env else ""
+def _mismatch(
+    settings: QwenSGLangSettings, configured: str, facts: ServerFacts, role: ClientRole
+) -> ModelMismatchError:
+    from_env = "model" not in settings.model_fields_set and bool(os.environ.get(role.model_env))
+    where = f" (from {role.model_env})" if from_env else ""
     served = facts.served_name or "?"
     return ModelMismatchError(
         f"the server at {settings.base_url} serves {facts.describe()}, not the configured model {configured!r}"
         f"{where}. Set the model to the served one (model={served!r}, --model {served}, or "
-        "QWEN_SGLANG_MODEL), leave it unset to use whatever the server serves, or point base_url at a "
+        f"{role.model_env}), leave it unset to use whatever the server serves, or point base_url at a "
         f"server of {configured}",
         configured=configured,
         served=served,

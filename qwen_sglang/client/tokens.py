@@ -22,7 +22,7 @@ def tokenize_flow(terms: Terms, texts: list[str], add_special_tokens: bool) -> F
         return []
     s = terms.settings
     payload = {"model": terms.model, "prompt": texts, "add_special_tokens": add_special_tokens}
-    body = yield from request_flow(s, terms.server.endpoints, "POST", "/tokenize", payload)
+    body = yield from request_flow(s, terms.server.endpoints, "POST", "/tokenize", payload, role=terms.role)
     try:
         tokens = body["tokens"]
         if texts and tokens and isinstance(tokens[0], int):

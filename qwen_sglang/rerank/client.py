@@ -13,6 +13,7 @@ from qwen_sglang._urls import root_url
 from qwen_sglang.client.discovery import ServerFacts
 from qwen_sglang.client.fanout import agather, gather
 from qwen_sglang.client.ops import Flow
+from qwen_sglang.client.roles import RERANKING
 from qwen_sglang.client.shells import EmbeddingClient
 from qwen_sglang.errors import InputTypeError
 from qwen_sglang.rerank.engine import Plan, RerankEngine
@@ -45,7 +46,8 @@ class RerankClient:
             ``max_batch_tokens``, ``max_concurrency``, ``empty_text``, ``long_text``,
             ``max_tokens``). ``QWEN_SGLANG_MODEL`` names the embedding model and is not read:
             the reranker's model is the one given, ``QWEN_SGLANG_RERANK_MODEL``, or the served
-            one; ``QWEN_SGLANG_RERANK_BASE_URL`` is read before ``QWEN_SGLANG_BASE_URL``
+            one (``Qwen/Qwen3-Reranker-0.6B``, with a warning, for a server that names none);
+            ``QWEN_SGLANG_RERANK_BASE_URL`` is read before ``QWEN_SGLANG_BASE_URL``
             (`reranker_settings`).
         instruction: The task instruction of every call (``None``: Qwen's default, "Given a web
             search query, retrieve relevant passages that answer the query").
@@ -89,7 +91,10 @@ class RerankClient:
         # the embedding client's shells drive the flows: its connections, retries, deadlines and
         # fork safety (a reranker server speaks the same protocol for discovery and tokens)
         self._shell = EmbeddingClient(
-            reranker_settings(settings, **kwargs), http_client=http_client, http_async_client=http_async_client
+            reranker_settings(settings, **kwargs),
+            http_client=http_client,
+            http_async_client=http_async_client,
+            role=RERANKING,  # its messages name RerankClient, a nameless server serves the reranker default
         )
         self._given = http_client is not None or http_async_client is not None
         self._rerank = RerankEngine(self._shell.engine)
@@ -276,7 +281,7 @@ def reranker_settings(settings: QwenSGLangSettings | None = None, **kwargs: Any)
         given = {name: getattr(settings, name) for name in names}
     given |= kwargs
     if "model" not in given:
-        given["model"] = os.environ.get("QWEN_SGLANG_RERANK_MODEL") or None
+        given["model"] = os.environ.get(RERANKING.model_env) or None
     env_url = os.environ.get("QWEN_SGLANG_RERANK_BASE_URL")
     if "base_url" not in given and env_url:
         given["base_url"] = env_url

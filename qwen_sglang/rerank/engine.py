@@ -110,7 +110,7 @@ class RerankEngine:
         limit = _SCORE_ANSWER_BASE + _SCORE_ANSWER_PER_ITEM * len(batch)
         try:
             body = yield from request_flow(
-                terms.settings, terms.server.endpoints, "POST", "/score", payload, max_bytes=limit
+                terms.settings, terms.server.endpoints, "POST", "/score", payload, max_bytes=limit, role=terms.role
             )
         except RequestTooLargeError:
             if len(batch) < 2:

@@ -13,6 +13,7 @@ import itertools
 import pickle
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -190,6 +191,32 @@ def test_parent_and_forked_child_never_get_each_others_scores(rerank_server: Man
     finally:
         child = _wait(pid, 120)
     assert (parent, child) == (0, 0)
+
+
+def test_a_given_http_client_is_refused_in_a_forked_child_naming_the_rerank_client(
+    rerank_server: ManagedServer,
+) -> None:
+    """The reranker's messages name the class the user holds, not the embedding client it sends
+    through: after a real fork, a client given an httpx client says "this RerankClient"."""
+    import os
+
+    from tests.integration.test_client_processes import _wait
+
+    client = RerankClient(base_url=rerank_server.base_url, http_client=httpx.Client(), max_retries=0)
+    assert len(client.rerank("q", ["in the parent"])) == 1
+    pid = os.fork()
+    if pid == 0:  # the child: 0 = the right message, 2 = another, 3 = no error or another error
+        try:
+            client.rerank("q", ["in the child"])
+            code = 3
+        except ConfigurationError as exc:
+            text = str(exc)
+            code = 0 if "this RerankClient was given" in text and "EmbeddingClient" not in text else 2
+        except BaseException:
+            code = 3
+        os._exit(code)
+    assert _wait(pid, 60) == 0
+    assert len(client.rerank("q", ["in the parent again"])) == 1
 
 
 def test_an_embedding_client_given_a_reranker_server_says_so_before_embedding(rerank_server: ManagedServer) -> None:

@@ -5,14 +5,23 @@ of the wrong shape)."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import httpx
 import pytest
 
-from qwen_sglang import MalformedResponseError, QwenSGLangSettings, RequestTooLargeError, RerankClient, RerankResult
+from qwen_sglang import (
+    APIConnectionError,
+    MalformedResponseError,
+    QwenSGLangSettings,
+    RequestTooLargeError,
+    RerankClient,
+    RerankResult,
+)
 from qwen_sglang.rerank.plan import Pair, RerankCall, batches, parse_scores, score_payload
 from qwen_sglang.rerank_format import PREFIX, SUFFIX, RerankTemplate, format_body
+from qwen_sglang.settings import DEFAULT_MODEL, DEFAULT_RERANK_MODEL
 
 TEMPLATE = RerankTemplate(prefix_ids=(1, 2, 3), suffix_ids=(7, 8), yes_id=9693, no_id=2152)
 
@@ -97,13 +106,19 @@ class FakeReranker:
     """An in-process reranker server: discovery, /v1/tokenize (one id per byte), /v1/score
     (P(yes) = 1 / number of items in the request), refusing requests of more than ``cap`` items."""
 
-    def __init__(self, cap: int = 100, rows: Any = None) -> None:
+    def __init__(self, cap: int = 100, rows: Any = None, nameless: bool = False) -> None:
         self.cap = cap
         self.rows = rows
+        self.nameless = nameless  # 404 on every discovery endpoint
         self.sizes: list[int] = []
+        self.models: list[str] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
+        if request.method == "POST":
+            self.models.append(json.loads(request.content).get("model"))
+        if self.nameless and request.method == "GET":
+            return httpx.Response(404, json={"message": "Not Found"})
         if path == "/v1/models":
             return httpx.Response(200, json={"data": [{"id": "rr", "max_model_len": 4096}]})
         if path == "/model_info":
@@ -135,6 +150,34 @@ def test_a_413_sends_the_batch_again_in_halves() -> None:
         RerankClient(
             base_url="http://fake/v1", http_client=httpx.Client(transport=httpx.MockTransport(FakeReranker(cap=0)))
         ).rerank("q", ["a"])
+
+
+def test_a_server_that_names_no_model_gets_the_reranker_default(caplog: pytest.LogCaptureFixture) -> None:
+    """The reranker shares the embedding client's discovery: a nameless server is assumed to
+    serve the RERANKER default (warned once, sent in every request), not the embedding one."""
+    server = FakeReranker(nameless=True)
+    client = RerankClient(base_url="http://fake/v1", http_client=httpx.Client(transport=httpx.MockTransport(server)))
+    with caplog.at_level(logging.WARNING, logger="qwen_sglang"):
+        client.rerank("q", ["a", "b"])
+        client.rerank("q", ["c"])
+    warnings = [r.getMessage() for r in caplog.records if "names no model" in r.getMessage()]
+    assert len(warnings) == 1 and DEFAULT_RERANK_MODEL in warnings[0] and "QWEN_SGLANG_RERANK_MODEL" in warnings[0]
+    assert DEFAULT_MODEL not in caplog.text
+    assert client.model == DEFAULT_RERANK_MODEL and set(server.models) == {DEFAULT_RERANK_MODEL}
+
+
+def test_a_reranker_that_cannot_connect_names_the_reranker_server_and_how_to_start_one() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused", request=request)
+
+    client = RerankClient(
+        base_url="http://fake/v1", max_retries=0, http_client=httpx.Client(transport=httpx.MockTransport(refuse))
+    )
+    with pytest.raises(APIConnectionError) as info:
+        client.rerank("q", ["a"])
+    text = str(info.value)
+    assert "could not connect to the reranker server at http://fake" in text
+    assert f"qwen-sglang serve --task rerank --model {DEFAULT_RERANK_MODEL}" in text and "Embedding" not in text
 
 
 def test_an_embedding_shaped_answer_is_refused() -> None:

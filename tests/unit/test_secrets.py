@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from pydantic import BaseModel, SecretStr
 
 from langchain_qwen_sglang import QwenSGLangEmbeddings, QwenSGLangReranker
