@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import SecretStr
 
 from qwen_sglang._urls import root_url
-from qwen_sglang.client.discovery import ServerFacts, same_model
+from qwen_sglang.client.discovery import ServerFacts, parse_facts, same_model
 from qwen_sglang.presets import find_preset
 from qwen_sglang.servers.answers import Reply, json_object, positive_field, text_field
 from qwen_sglang.servers.options import NEWEST_READ, VERIFIED_ON_GPU, parse_version
@@ -139,23 +139,18 @@ def _discovery(p: Probe) -> None:
     info = p.get_json("/server_info", "/get_server_info")
     version = info.get("version") if isinstance(info, dict) else None
     p.report.version = str(version) if isinstance(version, str | int | float) and version != "" else None
-    p.report.kind = _kind(p.info, info if isinstance(info, dict) else None, p.report)
+    p.report.kind = _kind(parse_facts(models, p.info, info))
 
 
-def _kind(model_info: dict[str, Any] | None, server_info: dict[str, Any] | None, report: ServerReport) -> Kind | None:
-    """What the server serves: SGLang says ``is_generation`` (false for embedding servers); a
-    generation model whose name or architecture says reranker is a reranker (the local reranker
-    backend also says so in a ``reranker`` block and ``task``)."""
-    if isinstance((model_info or {}).get("reranker"), dict) or (server_info or {}).get("task") == "rerank":
+def _kind(facts: ServerFacts) -> Kind | None:
+    """What the server serves, by the client's own rule (`ServerFacts.is_reranker`, so that doctor
+    and the clients never disagree): a reranker, else what ``is_generation`` says (``None``: the
+    server did not say)."""
+    if facts.is_reranker:
         return "reranker"
-    if report.is_embedding is None:
+    if facts.is_embedding is None:
         return None
-    if report.is_embedding:
-        return "embedding"
-    architectures = (model_info or {}).get("architectures")
-    names = [report.model_path, report.served_model_name]
-    names += [a for a in architectures if isinstance(a, str)] if isinstance(architectures, list) else []
-    return "reranker" if any("rerank" in (n or "").lower() for n in names) else "generation"
+    return "embedding" if facts.is_embedding else "generation"
 
 
 def _reranker(p: Probe) -> list[Check]:

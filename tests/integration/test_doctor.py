@@ -181,6 +181,37 @@ def test_doctor_tells_an_sglang_reranker_from_a_generation_model(path: str, kind
         assert rows["embedding model"].status == "fail" and "generation model" in rows["embedding model"].value
 
 
+@pytest.mark.parametrize(
+    ("models", "path", "kind"),
+    [
+        ([{"id": "Qwen3-0.6B"}], "/models/Qwen3-0.6B", "generation"),
+        ([{"id": "ranker"}], "/models/Qwen3-Reranker-4B", "reranker"),
+        # an adapter (a LoRA of SGLang's ``--lora-paths``) named a reranker: once only the client saw it
+        (
+            [{"id": "Qwen3-0.6B"}, {"id": "qwen3-reranker-lora", "parent": "Qwen3-0.6B"}],
+            "/models/Qwen3-0.6B",
+            "reranker",
+        ),
+    ],
+    ids=["generation", "reranker-by-path", "reranker-adapter"],
+)
+def test_doctor_and_the_client_recognise_a_reranker_by_one_rule(
+    models: list[dict[str, str]], path: str, kind: str
+) -> None:
+    """doctor's verdict is the client's (`ServerFacts.is_reranker`), read from the same answers."""
+    from qwen_sglang import EmbeddingClient
+
+    routes = {
+        "/v1/models": (200, "application/json", json.dumps({"object": "list", "data": models}).encode()),
+        "/model_info": (200, "application/json", json.dumps({"model_path": path, "is_generation": True}).encode()),
+        "/v1/score": (200, "application/json", b'{"scores": [[0.6, 0.4]], "object": "scoring"}'),
+    }
+    with canned_server(_EMPTY, routes) as url:
+        report = probe_server(url)
+        facts = EmbeddingClient(base_url=url, max_retries=0).discover()
+    assert report.kind == kind and facts.is_reranker == (kind == "reranker")
+
+
 def test_doctor_probes_each_server_of_a_comma_separated_base_url(server: ManagedServer) -> None:
     # once the comma-joined string was probed as one URL (host "127.0.0.1:X,http" ...)
     with broken_server("zero") as broken:  # type: ignore[arg-type]
