@@ -22,6 +22,11 @@ class LlamaIndexStoreTarget(StoreTarget):
     metadata filter find stored and stale chunks where the store implements them (a store that
     does not: reruns re-embed everything, a warning says so).
 
+    LlamaIndex's ``get_nodes`` has no limit or offset: a changed file's nodes are read in one call
+    (filtered on its ``source``), and ``prune=True`` reads every node of the store at once (their
+    text and metadata). For stores of millions of chunks, prune through Chroma directly, which
+    reads pages of `qwen_sglang.ingest.PAGE`.
+
     Example:
         ```python
         import chromadb
@@ -72,12 +77,15 @@ class LlamaIndexStoreTarget(StoreTarget):
         self.store.add(nodes)
 
     def stored(self, source: str | None) -> Iterator[list[tuple[str, str]]]:
-        """The nodes whose ``source`` metadata is ``source`` (all nodes: ``None``)."""
+        """The nodes whose ``source`` metadata is ``source`` (all nodes: ``None``), in one page
+        (``get_nodes`` cannot page). The filter is applied here too: a store whose ``get_nodes``
+        ignores ``filters`` would otherwise hand other files' chunks to the purge of this one."""
         if not self.can_get:
             raise NotImplementedError
         filters = None if source is None else MetadataFilters(filters=[MetadataFilter(key="source", value=source)])
         nodes = self.store.get_nodes(node_ids=None, filters=filters)
-        yield [(n.node_id, str(n.metadata.get("source", ""))) for n in nodes]
+        found = [(n.node_id, str(n.metadata.get("source", ""))) for n in nodes]
+        yield [(cid, src) for cid, src in found if source is None or src == source]
 
     def delete(self, ids: list[str]) -> None:
         """``delete_nodes``, a page at a time."""

@@ -233,6 +233,39 @@ def test_llama_index_vector_store_is_resumable_and_replaces_changed_files(
     assert "Second version" in str(chroma.get(where={"source": str(note.resolve().as_posix())})["documents"])
 
 
+def test_a_llama_index_store_that_ignores_filters_loses_no_other_files_chunks(
+    server: ManagedServer, tmp_path: Path
+) -> None:
+    """``get_nodes(filters=...)`` is the store's to honour; one that ignores the filter returns
+    every node, which the purge of a changed file must not take for that file's stale chunks."""
+    import chromadb
+    from llama_index.core.schema import BaseNode
+    from llama_index.core.vector_stores.types import MetadataFilters
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    from llama_index_qwen_sglang import LlamaIndexStoreTarget
+
+    class IgnoresFilters(ChromaVectorStore):
+        def get_nodes(
+            self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+        ) -> list[BaseNode]:
+            return super().get_nodes(node_ids=node_ids)  # type: ignore[no-any-return]
+
+    changed, other = tmp_path / "changed.md", tmp_path / "other.md"
+    changed.write_text("First version of the changed note.")
+    other.write_text("A note that stays as it is.")
+    chroma = chromadb.PersistentClient(path=str(tmp_path / "db")).get_or_create_collection("ignores-filters")
+    store = LlamaIndexStoreTarget(IgnoresFilters(chroma_collection=chroma))
+    client = EmbeddingClient(base_url=server.base_url)
+    assert ingest([changed, other], client=client, store=store, show_progress=False).embedded == 2
+    kept = chroma.get(where={"source": other.resolve().as_posix()}, include=[])["ids"]
+
+    changed.write_text("Second version.")
+    report = ingest([changed, other], client=client, store=store, show_progress=False)
+    assert (report.embedded, report.deleted, chroma.count()) == (1, 1, 2)
+    assert chroma.get(ids=kept, include=[])["ids"] == kept  # the other file's chunk is still there
+
+
 def test_langchain_vector_store_is_resumable(
     server: ManagedServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
