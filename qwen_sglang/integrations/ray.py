@@ -128,7 +128,8 @@ class EmbedAndStore:
     """``map_batches`` callable class: embeds the chunks of a batch the store lacks, upserts them.
 
     Each actor builds one `qwen_sglang.EmbeddingClient` from ``settings`` (pickled without
-    secrets: the worker reads ``QWEN_SGLANG_API_KEY`` from its own environment) and opens the
+    secrets: the worker reads ``QWEN_SGLANG_API_KEY`` from its own environment; ``default_headers``,
+    whose values may be keys, do not travel either) and opens the
     collection once. A call looks its chunk ids up, embeds the missing ones
     (``max_concurrency`` requests of ``batch_size`` texts in flight), upserts them with the
     metadata ``qwen-sglang ingest`` writes (``source``, ``chunk`` and the document's own), and
