@@ -7,6 +7,7 @@ the same arguments, read the same environment variables and validate them the sa
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, runtime_checkable
@@ -157,6 +158,21 @@ def _check_header_value(what: str, value: str) -> None:
         raise ConfigurationError(
             f"{what} contains {kind} at position {position}: an HTTP header can carry only visible ASCII characters"
         )
+
+
+def _check_names(model: type[BaseModel], data: dict[str, Any]) -> None:
+    """A setting that does not exist (a typo such as ``max_concurency``) is refused, naming the
+    closest ones, instead of being ignored while the default applies."""
+    fields = model.model_fields
+    known = set(fields) | {f.alias for f in fields.values() if f.alias}
+    unknown = sorted(name for name in data if name not in known)
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, sorted(fields), n=2)
+            hints.append(f"{name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+        plural = "s" if len(unknown) > 1 else ""
+        raise ConfigurationError(f"unknown setting{plural} {', '.join(hints)}; the settings are: {', '.join(fields)}")
 
 
 def _configuration_error(exc: ValidationError) -> Exception:
@@ -338,7 +354,8 @@ class QwenSGLangSettings(BaseModel):
     """Window size for ``long_text="chunk"``."""
 
     chunk_overlap: int = Field(default=128, ge=0)
-    """Tokens shared by consecutive windows for ``long_text="chunk"``."""
+    """Tokens shared by consecutive windows for ``long_text="chunk"``; where ``max_tokens`` or
+    the served context makes windows shorter than ``chunk_tokens``, proportionally fewer."""
 
     default_headers: dict[str, SecretStr] | None = Field(default=None, exclude=True)
     """Extra HTTP headers sent with every request, such as a gateway's key
@@ -358,6 +375,7 @@ class QwenSGLangSettings(BaseModel):
     if not TYPE_CHECKING:  # type checkers keep the signature pydantic derives from the fields
 
         def __init__(self, /, **data: Any) -> None:
+            _check_names(type(self), data)
             try:
                 super().__init__(**data)
             except ValidationError as exc:

@@ -142,6 +142,14 @@ def _redirect_message(answer: Answer, url: str, base_url: str) -> str:
     )
 
 
+def refuses_priority(error: Exception) -> bool:
+    """An SGLang server started with ``--abort-on-priority-when-disabled`` and without priority
+    scheduling refuses a request that carries a ``priority`` (HTTP 503, 0.5.17): the request's
+    fault, not the server's, so it is not retried or taken for a server going down."""
+    message = error.server_message if isinstance(error, APIStatusError) else None
+    return message is not None and "using priority is disabled" in message.lower()
+
+
 def status_error(answer: Answer, url: str, base_url: str) -> APIStatusError:
     """The typed error for an answer of status 300 or more, with the server's message and a hint."""
     code = answer.status_code

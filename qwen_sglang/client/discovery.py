@@ -38,6 +38,7 @@ from qwen_sglang.presets import ModelPreset, find_preset
 
 __all__ = [
     "DEFAULT_IN_FLIGHT",
+    "QWEN3_END_TEXT",
     "SHAPE_SETTINGS",
     "ServerFacts",
     "default_query_prompt",
@@ -62,6 +63,9 @@ _HF_CACHE = re.compile(r"models--([^/]+)--([^/]+)/snapshots/[^/]+$")
 #: ``Qwen3ForCausalLM``; SGLang 0.5.23 also runs a bare ``Qwen3Model`` as an embedding model).
 _QWEN3_TYPES = frozenset({"qwen3"})
 _QWEN3_ARCHITECTURES = frozenset({"Qwen3ForCausalLM", "Qwen3Model"})
+#: The text of the token Qwen3's tokenizer ends every text with (``<|endoftext|>``): the last
+#: token Qwen3-Embedding pools, so a window sent as token ids must end with it.
+QWEN3_END_TEXT = "<|endoftext|>"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,10 @@ class ServerFacts:
     client_defaults: Mapping[str, int] = field(default_factory=dict)
     """``/server_info`` ``client_defaults``, checked: only `SHAPE_SETTINGS`, positive ints."""
     answered: frozenset[str] = frozenset()
+    router: bool = False
+    """An sglang-router (``/get_server_info`` says ``router_manager``): its workers serve, it
+    forwards. Its ``/v1/tokenize`` ignores ``add_special_tokens`` (sglang-router 0.3.2), and
+    it has no ``/server_info`` to say whether its workers schedule by priority."""
     says_reranker: bool = False
     """The server says it serves a reranker (the local backend: a ``reranker`` block in
     ``/model_info``, ``task: "rerank"`` in ``/server_info``); see `is_reranker`."""
@@ -121,6 +129,11 @@ class ServerFacts:
         if self.is_embedding is not False:
             return False
         return any("rerank" in name.lower() for name in [*self.names(), *self.architectures])
+
+    @property
+    def is_qwen3(self) -> bool:
+        """A model of the Qwen3 family, by its config's ``model_type`` or architecture."""
+        return self.model_type in _QWEN3_TYPES or bool(_QWEN3_ARCHITECTURES.intersection(self.architectures))
 
     @property
     def served_name(self) -> str | None:
@@ -203,8 +216,7 @@ def default_query_prompt(facts: ServerFacts, preset: ModelPreset | None, task: s
     prompt = facts.prompts.get("query")
     if prompt:
         return prompt
-    qwen3 = facts.model_type in _QWEN3_TYPES or bool(_QWEN3_ARCHITECTURES.intersection(facts.architectures))
-    if preset is not None or (qwen3 and facts.is_embedding is not False):
+    if preset is not None or (facts.is_qwen3 and facts.is_embedding is not False):
         return query_prompt(task)
     return None
 
@@ -328,6 +340,7 @@ def parse_facts(models: Any, info: Any, server_info: Any, workers: Any = None) -
         prompts=prompts,
         client_defaults=shape,
         answered=frozenset(answered),
+        router=isinstance(server_info, dict) and server_info.get("router_manager") is True,
         says_reranker=_says_reranker(info, server_info),
     )
 

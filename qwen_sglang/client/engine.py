@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 
 from qwen_sglang._vectors import normalize_rows
-from qwen_sglang.client.answers import RETRY_STATUS, Vectors, parse_embeddings
+from qwen_sglang.client.answers import RETRY_STATUS, Vectors, parse_embeddings, refuses_priority
 from qwen_sglang.client.discovery import ServerFacts, parse_facts
 from qwen_sglang.client.job import Item, Job
 from qwen_sglang.client.ops import Flow
 from qwen_sglang.client.retries import request_flow
 from qwen_sglang.client.roles import EMBEDDING, ClientRole
 from qwen_sglang.client.state import ServerState, Terms
-from qwen_sglang.client.tokens import long_text_flow, tokenize_flow
+from qwen_sglang.client.tokens import long_text_flow, special_tokens_flow, tokenize_flow
 from qwen_sglang.errors import (
     APIStatusError,
     BadRequestError,
@@ -169,8 +169,17 @@ class Engine:
         return (yield from tokenize_flow(terms, texts, add_special_tokens))
 
     def count_flow(self, texts: list[str]) -> Flow[list[int]]:
-        """Exact token counts, end token included."""
-        return [len(ids) for ids in (yield from self.tokenize_flow(texts, True))]
+        """Exact token counts, end token included (behind an sglang-router, whose tokenizer adds
+        no special tokens: those `special_tokens_flow` knows, for the Qwen3 family)."""
+        if not texts:
+            return []
+        terms = yield from self.discover_flow()
+        if terms.facts is not None and terms.facts.router:
+            specials = yield from special_tokens_flow(terms)
+            if specials is not None:
+                extra = len(specials[0]) + len(specials[1])
+                return [len(ids) + extra for ids in (yield from tokenize_flow(terms, texts, False))]
+        return [len(ids) for ids in (yield from tokenize_flow(terms, texts, True))]
 
     # ---------------------------------------------------------------- an embedding call
     def job(self, texts: Any, kind: Any, task: Any, dimensions: Any, on_progress: Any = None) -> Job:
@@ -245,7 +254,8 @@ class Engine:
             payload["encoding_format"] = "float" if use_float else "base64"
             if send_dims:
                 payload["dimensions"] = dims
-            if job.lane == "query" and s.query_priority is not None and _priority_scheduling(terms):
+            send_priority = job.lane == "query" and s.query_priority is not None and _priority_scheduling(terms)
+            if send_priority:
                 payload["priority"] = s.query_priority
             try:
                 limit = _embeddings_answer_limit(len(batch), terms.native_dim)
@@ -259,6 +269,12 @@ class Engine:
             except BadRequestError as exc:
                 if not self._fallback(terms, exc, send_dims, use_float, dims):
                     raise
+                continue
+            except APIStatusError as exc:
+                if not (send_priority and refuses_priority(exc)):
+                    raise
+                if server.refuse_priority():
+                    logger.warning("the server refuses requests with a priority (%s): queries go without one", exc)
                 continue
             vectors, tokens = parse_embeddings(body, len(batch), s.base_url + "/embeddings")
             # SGLang returns bf16-rounded values whose norms are off by up to ~0.3%: restore unit
@@ -317,8 +333,14 @@ class Engine:
 # Helpers (pure)
 # ============================================================================================
 def _priority_scheduling(terms: Terms) -> bool:
-    """Whether the server said it orders its queue by ``priority`` (`ServerFacts.priority_scheduling`)."""
-    return terms.facts is not None and terms.facts.priority_scheduling
+    """Whether single queries carry ``query_priority``: to a server that said it orders its queue
+    by priority (`ServerFacts.priority_scheduling`), and through an sglang-router, which forwards
+    the field to workers it cannot tell about (`qwen_sglang.servers.ManagedRouter`'s schedule by
+    priority; SGLang without priority scheduling ignores it) -- unless the server refused it."""
+    facts = terms.facts
+    if facts is None or terms.server.priority_refused:
+        return False
+    return facts.priority_scheduling or facts.router
 
 
 def _embeddings_answer_limit(count: int, width: int | None) -> int:

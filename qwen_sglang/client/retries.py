@@ -7,7 +7,15 @@ import random
 import time
 from typing import Any
 
-from qwen_sglang.client.answers import RETRY_STATUS, answer_json, retry_after, status_error, transport_error, with_note
+from qwen_sglang.client.answers import (
+    RETRY_STATUS,
+    answer_json,
+    refuses_priority,
+    retry_after,
+    status_error,
+    transport_error,
+    with_note,
+)
 from qwen_sglang.client.endpoints import Endpoint, Endpoints
 from qwen_sglang.client.ops import Flow, Lane, Send, Sleep
 from qwen_sglang.client.roles import EMBEDDING, ClientRole
@@ -66,6 +74,9 @@ def request_flow(
             endpoints.succeeded(endpoint)
             return answer_json(result, url)
         error, retry, wait = _failure(s, endpoint, url, result, role)
+        if refuses_priority(error):  # the request's fault: the caller sends it again without
+            endpoints.succeeded(endpoint)
+            raise error
         if isinstance(error, APIConnectionError) or (isinstance(result, Answer) and result.status_code in _DOWN):
             endpoints.failed(endpoint, str(error).split(". ")[0], wait)
             if retry and endpoints.another_up(failed | {endpoint}):

@@ -70,6 +70,9 @@ class ServerState:
         self.budget: int | None = None
         #: The note that queries go without an instruction was logged.
         self.noted_no_prompt = False
+        #: It refused a request that carried a ``priority`` (SGLang's
+        #: ``--abort-on-priority-when-disabled``): queries go without one from now on.
+        self.priority_refused = False
 
     def adopt(self, facts: ServerFacts) -> bool:
         """Keep the discovery answers; ``False`` when another call kept its own first."""
@@ -95,6 +98,12 @@ class ServerState:
         """From now on answers are asked for as JSON floats."""
         with self._lock:
             news, self.floats_only = not self.floats_only, True
+            return news
+
+    def refuse_priority(self) -> bool:
+        """From now on no request carries a ``priority``."""
+        with self._lock:
+            news, self.priority_refused = not self.priority_refused, True
             return news
 
     def learn_special_tokens(self, prefix: list[int], suffix: list[int]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from qwen_sglang.client.discovery import QWEN3_END_TEXT
 from qwen_sglang.client.job import Item, Job
 from qwen_sglang.client.ops import Flow
 from qwen_sglang.client.retries import request_flow
@@ -34,11 +35,18 @@ def tokenize_flow(terms: Terms, texts: list[str], add_special_tokens: bool) -> F
         raise MalformedResponseError(f"unexpected /v1/tokenize answer: {exc}", url=s.base_url + "/tokenize") from None
 
 
-def special_tokens_flow(terms: Terms) -> Flow[tuple[list[int], list[int]]]:
+def special_tokens_flow(terms: Terms) -> Flow[tuple[list[int], list[int]] | None]:
     """Learn once which special tokens the tokenizer wraps a text in (Qwen3: none before,
-    ``<|endoftext|>`` after; BERT-style models: [CLS] ... [SEP])."""
+    ``<|endoftext|>`` after; BERT-style models: [CLS] ... [SEP]); ``None`` when the server
+    cannot tell (`_router_special_tokens_flow`)."""
     server = terms.server
     if server.special_tokens is None:
+        if terms.facts is not None and terms.facts.router:
+            learned = yield from _router_special_tokens_flow(terms)
+            if learned is None:
+                return None
+            server.learn_special_tokens(*learned)
+            return server.special_tokens
         probe = ["hello world"]
         with_special = (yield from tokenize_flow(terms, probe, True))[0]
         plain = (yield from tokenize_flow(terms, probe, False))[0]
@@ -49,8 +57,24 @@ def special_tokens_flow(terms: Terms) -> Flow[tuple[list[int], list[int]]]:
                 url=terms.settings.base_url + "/tokenize",
             )
         server.learn_special_tokens(with_special[:start], with_special[start + len(plain) :])
-    assert server.special_tokens is not None
     return server.special_tokens
+
+
+def _router_special_tokens_flow(terms: Terms) -> Flow[tuple[list[int], list[int]] | None]:
+    """Behind sglang-router: its ``/v1/tokenize`` never adds special tokens (0.3.2 ignores
+    ``add_special_tokens``), while its workers' tokenizers do. For the Qwen3 family they are
+    known: nothing before, the end token after, whose id the router's tokenizer gives for its
+    text (`qwen_sglang.client.discovery.QWEN3_END_TEXT`). Other models: ``None`` (unknown)."""
+    facts = terms.facts
+    if facts is None or not facts.is_qwen3:
+        return None
+    end = (yield from tokenize_flow(terms, [QWEN3_END_TEXT], False))[0]
+    if len(end) != 1:
+        raise MalformedResponseError(
+            f"the router's tokenizer reads {QWEN3_END_TEXT!r} as {end}, not as one special token",
+            url=terms.settings.base_url + "/tokenize",
+        )
+    return [], end
 
 
 def long_text_flow(job: Job) -> Flow[list[Item]]:
@@ -69,7 +93,17 @@ def long_text_flow(job: Job) -> Flow[list[Item]]:
     if not suspects:
         return plain
     try:
-        prefix, suffix = yield from special_tokens_flow(terms)
+        specials = yield from special_tokens_flow(terms)
+        if specials is None:
+            if terms.server.learn_no_tokenize():
+                logger.warning(
+                    "the server (an sglang-router) cannot tell the special tokens of %s: long_text=%r "
+                    "cannot apply; texts go as they are and its workers apply their own limit",
+                    terms.model,
+                    terms.settings.long_text,
+                )
+            return plain
+        prefix, suffix = specials
         tokens = yield from tokenize_flow(terms, [job.send[k] for k in suspects], False)
     except NotFoundError:
         # Not SGLang (or the local backend): no exact counts, so texts go as they are and
@@ -79,9 +113,11 @@ def long_text_flow(job: Job) -> Flow[list[Item]]:
         return plain
     except BadRequestError as exc:
         # sglang-router: 400 "No tokenizers available" for seconds after it is ready (always when
-        # its workers are keyed and it is not): this call's texts go as they are, the workers
-        # apply their own limit; a later call asks again.
-        if "no tokenizers available" not in (exc.server_message or str(exc)).lower():
+        # its workers are keyed and it is not started with --model-path), or "Tokenizer for model
+        # 'x' not found" when its tokenizer has another name: this call's texts go as they are,
+        # the workers apply their own limit; a later call asks again.
+        message = (exc.server_message or str(exc)).lower()
+        if "no tokenizers available" not in message and "tokenizer for model" not in message:
             raise
         logger.warning(
             "the server cannot tokenize yet (%s): long_text=%r does not apply to this call",
@@ -114,7 +150,10 @@ def _cut(job: Job, k: int, ids: list[int], prefix: list[int], suffix: list[int],
         # Keep the first tokens and the end token that last-token pooling reads.
         return [Item(target=k, ids=prefix + ids[: limit - extra] + suffix)]
     window = min(s.chunk_tokens, limit) - extra
-    step = max(1, window - min(s.chunk_overlap, window - 1))
+    # A window the limit makes smaller than chunk_tokens shares proportionally fewer tokens with
+    # the next (an overlap of 128 kept for a 64-token window made a window per token).
+    overlap = min(s.chunk_overlap, s.chunk_overlap * window // s.chunk_tokens, window - 1)
+    step = max(1, window - overlap)
     out: list[Item] = []
     start = 0
     while True:

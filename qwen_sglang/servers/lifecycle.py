@@ -108,8 +108,15 @@ class ClientFactory:
         # the classes that mix this in are ServerHandles (the settings model checks it)
         return QwenSGLangSettings(server=cast(ServerHandle, self), **overrides)
 
-    def get_client(self, **overrides: Any) -> EmbeddingClient:
-        """An `qwen_sglang.EmbeddingClient` of this server (`client_settings` with ``overrides``).
+    def get_client(
+        self,
+        *,
+        http_client: httpx.Client | None = None,
+        http_async_client: httpx.AsyncClient | None = None,
+        **overrides: Any,
+    ) -> EmbeddingClient:
+        """An `qwen_sglang.EmbeddingClient` of this server (`client_settings` with ``overrides``;
+        ``http_client`` / ``http_async_client`` as for `qwen_sglang.EmbeddingClient`).
 
         Example:
             ```python
@@ -118,7 +125,8 @@ class ClientFactory:
                 vectors = client.embed_documents(["hello"])
             ```
         """
-        return EmbeddingClient(self.client_settings(**overrides))
+        settings = self.client_settings(**overrides)
+        return EmbeddingClient(settings, http_client=http_client, http_async_client=http_async_client)
 
 
 class ManagedServer(ClientFactory):

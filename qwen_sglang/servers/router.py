@@ -57,6 +57,10 @@ class RouterOptions(BaseModel):
     cache_aware (SGLang's default, for prompts that share prefixes), random, power_of_two."""
     log_level: Annotated[str, Flag("--log-level", omit="info")] = "info"
     """The router's log level."""
+    model_path: Annotated[str | None, Flag("--model-path")] = None
+    """A local model folder the router loads its tokenizer from, so that its ``/v1/tokenize``
+    answers from the start (without it, only once the router has fetched its workers' tokenizer,
+    and never for keyed workers). `ManagedRouter` passes its workers' model folder."""
 
 
 class RouterProcess(ManagedServer):
@@ -143,6 +147,7 @@ class ManagedRouter(ClientFactory):
             port=port,
             api_key=workers[0].api_key,
             policy=policy,
+            model_path=_local_folder(workers[0].model_path),
             startup_timeout=startup_timeout,
             log_path=log_path,
             extra_args=extra_args,
@@ -235,3 +240,9 @@ class ManagedRouter(ClientFactory):
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"
         return f"ManagedRouter(model={self.model!r}, base_url={self.base_url!r}, workers={len(self.workers)}, {state})"
+
+
+def _local_folder(model: str) -> str | None:
+    """``model`` when it names a local folder (the router reads a tokenizer there without
+    network), else ``None``."""
+    return model if os.path.isdir(model) else None

@@ -7,11 +7,13 @@ SGLang workers); on a GPU the same object holds one `SGLangServer` per GPU (benc
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -90,6 +92,31 @@ def test_a_router_of_keyed_workers_keeps_the_key_off_every_command_line(qwen_mod
         for member in (router.router, *router.workers):
             assert key.encode() not in Path(f"/proc/{member.pid}/cmdline").read_bytes()
         assert key not in router.router.display_command() and key not in router.logs_tail(200)
+
+
+def test_behind_the_router_long_texts_are_cut_as_its_workers_would_and_queries_carry_a_priority(
+    qwen_model_dir: Path,
+) -> None:
+    # the managed router loads its workers' tokenizer (--model-path): /v1/tokenize answers from the
+    # start, keyed workers too; its tokenizer adds no end token, which the client adds itself
+    long = " ".join(f"token{i}" for i in range(300))
+    sent: list[dict[str, Any]] = []
+
+    def record(request: httpx.Request) -> None:
+        if request.url.path.endswith("/embeddings"):
+            sent.append(json.loads(request.content))
+
+    key = "sk-router-tokenizer-77"
+    with ManagedRouter([LocalEmbeddingServer(qwen_model_dir, api_key=key)]) as router:
+        http = httpx.Client(event_hooks={"request": [record]}, timeout=60)
+        routed = router.get_client(http_client=http, long_text="chunk", max_tokens=64)
+        direct = router.workers[0].get_client(long_text="chunk", max_tokens=64)
+        assert routed.count_tokens([long, "hello"]) == direct.count_tokens([long, "hello"])
+        np.testing.assert_allclose(routed.embed_documents([long]), direct.embed_documents([long]), atol=1e-5)
+        windows = [w for r in sent for w in r["input"]]
+        assert len(windows) > 1 and all(isinstance(w, list) for w in windows)  # token ids, not the text
+        routed.embed_query("what is a router?")
+        assert sent[-1].get("priority") == 10 and not any("priority" in r for r in sent[:-1])
 
 
 def test_what_a_router_refuses(qwen_model_dir: Path) -> None:

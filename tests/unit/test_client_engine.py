@@ -6,6 +6,7 @@ after construction apply. Each runs the sync and the async path (``use_async``).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from typing import Any
 
@@ -250,22 +251,63 @@ def test_query_priority_is_the_setting_and_none_sends_none(use_async: bool, sett
     assert priorities_sent(rec) == [want]
 
 
-def test_concurrency_behind_an_sglang_router_grows_with_its_workers_ranks() -> None:
-    # sglang-router 0.3.2 (measured on 2x H200): /server_info 404, /get_server_info
-    # {"router_manager": true, ...}, /workers with each worker's dp_size as a string
+def router_answers(*dp_sizes: str) -> dict[str, Any]:
+    """sglang-router 0.3.2's discovery answers (measured on 2x H200 and on CPU): /server_info
+    404, /get_server_info {"router_manager": true, ...}, /workers with each worker's dp_size as
+    a string; /model_info and /v1/models are a worker's."""
     answers = json.loads(json.dumps(SGLANG))
     del answers["/server_info"]
-    answers["/get_server_info"] = {"router_manager": True, "routers_count": 1, "workers_count": 3}
-    worker = {"url": "http://127.0.0.1:32000", "is_healthy": True, "metadata": {"dp_size": "2"}}
-    answers["/workers"] = {
-        "workers": [worker, {**worker, "metadata": {"dp_size": "1"}}, {**worker, "is_healthy": False}]
-    }
+    answers["/get_server_info"] = {"router_manager": True, "routers_count": 1, "workers_count": len(dp_sizes)}
+    worker = {"url": "http://127.0.0.1:32000", "is_healthy": True}
+    answers["/workers"] = {"workers": [{**worker, "metadata": {"dp_size": dp}} for dp in dp_sizes]}
+    return answers
+
+
+def test_concurrency_behind_an_sglang_router_grows_with_its_workers_ranks() -> None:
+    answers = router_answers("2", "1", "2")
+    answers["/workers"]["workers"][2]["is_healthy"] = False
     rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]), 2560)), answers)
     client = client_for(rec)
     client.embed_query("q")
     # every listed worker counts, one marked unhealthy for a moment too: the client is sized once
     assert client.server_facts is not None and client.server_facts.dp_size == 5
     assert client.request_shape["max_concurrency"] == 40  # 8 per rank
+
+
+@both
+def test_behind_a_router_single_queries_carry_the_priority(use_async: bool) -> None:
+    # the router has no /server_info to say its workers schedule by priority, and forwards the
+    # field (the managed router's workers do; SGLang without priority scheduling ignores it)
+    rec = Recorder(lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]), 2560)), router_answers("1", "1"))
+    client = client_for(rec)
+    if use_async:
+        asyncio.run(client.aembed_query("q"))
+    else:
+        client.embed_query("q")
+    client.embed_documents(["a", "b"])
+    assert priorities_sent(rec) == [10, "none"]
+
+
+@both
+def test_a_server_that_refuses_a_priority_gets_queries_without_one(use_async: bool) -> None:
+    # SGLang with --abort-on-priority-when-disabled (0.5.17: HTTP 503): the request's fault, not
+    # the server's: sent again at once without a priority, not retried after a pause or taken for
+    # a server going down, and later queries carry none
+    refusal = "Using priority is disabled for this server. Please send a new request without a priority."
+
+    def handler(request: httpx.Request, payload: dict[str, Any]) -> httpx.Response:
+        if "priority" in payload:
+            return httpx.Response(503, json={"object": "error", "message": refusal, "code": 503})
+        return httpx.Response(200, json=ok_body(len(payload["input"]), 2560))
+
+    rec = Recorder(handler, router_answers("1", "1"))
+    client = client_for(rec, max_retries=0)
+    for _ in range(2):
+        if use_async:
+            asyncio.run(client.aembed_query("q"))
+        else:
+            client.embed_query("q")
+    assert priorities_sent(rec) == [10, "none", "none"]
 
 
 @both
@@ -282,3 +324,68 @@ def test_a_router_without_a_tokenizer_yet_does_not_fail_the_call(use_async: bool
     out = embed(client_for(rec, long_text="chunk"), ["word " * 100, "short"], use_async)
     assert len(out) == 2
     assert [r["input"] for r in rec.requests if "input" in r] == [["word " * 100, "short"]]
+
+
+ROUTER_END = 151643  # Qwen3's <|endoftext|>
+
+
+def router_tokenizer(request: httpx.Request, payload: dict[str, Any]) -> httpx.Response:
+    """sglang-router 0.3.2's /v1/tokenize: it ignores add_special_tokens (never adds the end
+    token its workers' tokenizers add), and reads the end token's text as that token."""
+    if "prompt" in payload:
+        ids = [[ROUTER_END] if t == "<|endoftext|>" else [100 + len(w) for w in t.split()] for t in payload["prompt"]]
+        return httpx.Response(200, json={"tokens": ids, "count": [len(i) for i in ids]})
+    return httpx.Response(200, json=ok_body(len(payload["input"]), 2560))
+
+
+@both
+def test_behind_a_router_windows_of_a_qwen3_model_end_with_its_end_token(use_async: bool) -> None:
+    # Qwen3-Embedding pools the end token: a window sent as token ids without it is embedded
+    # wrongly, and the router's tokenizer would never show it
+    answers = router_answers("1")
+    answers["/v1/models"]["data"][0]["max_model_len"] = 40
+    rec = Recorder(router_tokenizer, answers)
+    client = client_for(rec, long_text="chunk")
+    embed(client, ["word " * 100], use_async)
+    windows = [w for r in rec.requests if "input" in r for w in r["input"]]
+    assert len(windows) > 1
+    assert all(isinstance(w, list) and w[-1] == ROUTER_END and w.count(ROUTER_END) == 1 for w in windows)
+    assert all(len(w) < 40 for w in windows)
+    assert client.count_tokens(["a b c"]) == [4]  # the end token counts, as a worker would
+
+
+@both
+def test_behind_a_router_an_unknown_models_long_texts_go_as_they_are(
+    use_async: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # no way to learn its special tokens through the router: no windows without them; the
+    # workers apply their own limit, and the log says long_text cannot apply
+    answers = router_answers("1")
+    answers["/v1/models"]["data"][0]["max_model_len"] = 40
+    answers["/model_info"].update(model_type="bert", architectures=["BertModel"])
+    rec = Recorder(router_tokenizer, answers)
+    client = client_for(rec, long_text="chunk")
+    with caplog.at_level("WARNING", logger="qwen_sglang"):
+        embed(client, ["word " * 100, "short"], use_async)
+    assert [r["input"] for r in rec.requests if "input" in r] == [["word " * 100, "short"]]
+    assert "cannot tell the special tokens" in caplog.text
+
+
+@both
+def test_windows_the_limit_shortens_share_proportionally_fewer_tokens(use_async: bool) -> None:
+    # chunk_overlap=128 (default) with a 64-token limit once made one window per token
+    def handler(request: httpx.Request, payload: dict[str, Any]) -> httpx.Response:
+        if "prompt" in payload:
+            end = [ROUTER_END] if payload.get("add_special_tokens") else []
+            ids = [[int(w) if w.isdigit() else 7 for w in t.split()] + end for t in payload["prompt"]]
+            return httpx.Response(200, json={"tokens": ids})
+        return httpx.Response(200, json=ok_body(len(payload["input"]), 2560))
+
+    rec = Recorder(handler, sglang_with(models={"max_model_len": 65}))
+    text = " ".join(str(1000 + i) for i in range(1000))
+    embed(client_for(rec, long_text="chunk"), [text], use_async)
+    windows = [w for r in rec.requests if "input" in r for w in r["input"]]
+    assert 1000 / 63 < len(windows) < 1000 / 50  # 63 tokens each, a few shared with the next
+    body = [w[:-1] for w in windows]  # without the end token
+    assert body[0][0] == 1000 and body[-1][-1] == 1999
+    assert all(len(set(a) & set(b)) <= 3 for a, b in itertools.pairwise(body))

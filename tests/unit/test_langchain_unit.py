@@ -9,6 +9,7 @@ from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 from langchain_qwen_sglang import QwenSGLangEmbeddings
 from llama_index_qwen_sglang import QwenSGLangEmbedding
+from qwen_sglang import ConfigurationError, EmbeddingClient, QwenSGLangSettings
 
 
 class TestQwenSGLangEmbeddingsStandard(EmbeddingsUnitTests):
@@ -54,8 +55,15 @@ def test_adapters_share_settings_and_validation(cls: Any) -> None:
 
 
 def test_langchain_rejects_unknown_arguments() -> None:
-    with pytest.raises(ValueError, match="extra"):
+    with pytest.raises(ConfigurationError, match="unknown setting 'modle' \\(did you mean 'model'\\?\\)"):
         QwenSGLangEmbeddings(modle="typo")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("make", [EmbeddingClient, QwenSGLangSettings, QwenSGLangEmbedding])
+def test_a_misspelt_setting_is_refused_not_ignored(make: Any) -> None:
+    # a typo used to be dropped silently by the core client and its settings: the default applied
+    with pytest.raises(ConfigurationError, match="unknown setting 'max_concurency' \\(did you mean 'max_concurrency'"):
+        make(base_url="http://127.0.0.1:30000/v1", max_concurency=4)
 
 
 def test_llama_index_class_metadata() -> None:
