@@ -350,6 +350,8 @@ class ManagedServer(ClientFactory):
             if self.is_running():
                 return self
             self.validate()
+            if port_in_use(self.host, self.port) and not self._port_given:
+                self._port = None  # picked earlier (a URL was read), taken since: pick another
             if port_in_use(self.host, self.port):
                 raise ServerStartError(port_in_use_message(self.host, self.port))
             if self._log_path is None:

@@ -629,3 +629,17 @@ def test_a_picked_port_taken_before_the_server_binds_it_is_picked_again(tmp_path
     given.marker = str(tmp_path / "given-once")
     with pytest.raises(ServerStartError, match="port is already in use"):
         given.start()
+
+
+def test_a_port_picked_early_and_taken_before_start_is_picked_again(tmp_path: Path) -> None:
+    # a URL read before start (a router's worker list, a log line) picks the port; another
+    # process listening there by start() used to fail the start instead of picking another
+    srv = _TakenOnce("/stub", startup_timeout=30)
+    srv.marker = str(tmp_path / "started-before")
+    Path(srv.marker).touch()  # the stub binds at once
+    early = srv.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", early))
+        squatter.listen()
+        with srv:
+            assert srv.is_running() and srv.port != early
