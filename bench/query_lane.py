@@ -7,6 +7,7 @@ so that server state and order cannot favour one. Each query request is recorded
     python bench/query_lane.py --base-url URL [--rounds 3] [--bulk 4000] [--out FILE]
     python bench/query_lane.py --serve-local MODEL_DIR ...   # a managed local backend (CPU check)
     python bench/query_lane.py --sglang MODEL_DIR --gpu 0 ... # a managed SGLangServer, its defaults
+    python bench/query_lane.py --router MODEL_DIR --gpus 0 1  # a ManagedRouter, one worker per GPU
 """
 
 from __future__ import annotations
@@ -163,7 +164,9 @@ def main() -> None:
     p.add_argument("--base-url")
     p.add_argument("--serve-local", type=Path, help="start a LocalEmbeddingServer of this model")
     p.add_argument("--sglang", type=Path, help="start an SGLangServer of this model (its defaults)")
+    p.add_argument("--router", type=Path, help="start a ManagedRouter of one SGLangServer per --gpus")
     p.add_argument("--gpu", default="0")
+    p.add_argument("--gpus", nargs="*", type=int, default=[0, 1])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--bulk", type=int, default=4000)
     p.add_argument("--seed", type=int, default=0)
@@ -185,15 +188,30 @@ def main() -> None:
             env={"CUDA_VISIBLE_DEVICES": args.gpu},
             log_path="/tmp/query-lane-server.log",
         )
+    elif args.router is not None:
+        from qwen_sglang.servers import ManagedRouter, SGLangServer
+
+        workers = [
+            SGLangServer(
+                args.router,
+                attention_backend="triton",
+                extra_args=args.sglang_args,
+                env={"CUDA_VISIBLE_DEVICES": str(gpu)},
+                log_path=f"/tmp/query-lane-worker{gpu}.log",
+            )
+            for gpu in args.gpus
+        ]
+        server = ManagedRouter(workers, log_path="/tmp/query-lane-router.log")
     if server is not None:
         t0 = time.time()
         server.start()
-        print("server ready in %.0f s:" % (time.time() - t0), server.display_command(), flush=True)
+        print("server ready in %.0f s:" % (time.time() - t0), server.base_url, flush=True)
     try:
         res = run(server.base_url if server is not None else args.base_url, args.rounds, args.bulk, args.seed)
         res["command"] = " ".join(sys.argv)
         if server is not None:
-            res["server_command"] = server.display_command()
+            members = getattr(server, "workers", [server])
+            res["server_commands"] = [m.display_command() for m in members]
     finally:
         if server is not None:
             server.stop()

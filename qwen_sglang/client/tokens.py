@@ -149,10 +149,11 @@ def _cut(job: Job, k: int, ids: list[int], prefix: list[int], suffix: list[int],
     if s.long_text == "truncate" or job.kind == "query":
         # Keep the first tokens and the end token that last-token pooling reads.
         return [Item(target=k, ids=prefix + ids[: limit - extra] + suffix)]
-    window = min(s.chunk_tokens, limit) - extra
+    span = min(s.chunk_tokens, limit)
+    window = span - extra
     # A window the limit makes smaller than chunk_tokens shares proportionally fewer tokens with
     # the next (an overlap of 128 kept for a 64-token window made a window per token).
-    overlap = min(s.chunk_overlap, s.chunk_overlap * window // s.chunk_tokens, window - 1)
+    overlap = min(s.chunk_overlap * span // s.chunk_tokens, window - 1)
     step = max(1, window - overlap)
     out: list[Item] = []
     start = 0

@@ -388,4 +388,4 @@ def test_windows_the_limit_shortens_share_proportionally_fewer_tokens(use_async:
     assert 1000 / 63 < len(windows) < 1000 / 50  # 63 tokens each, a few shared with the next
     body = [w[:-1] for w in windows]  # without the end token
     assert body[0][0] == 1000 and body[-1][-1] == 1999
-    assert all(len(set(a) & set(b)) <= 3 for a, b in itertools.pairwise(body))
+    assert all(len(set(a) & set(b)) <= 4 for a, b in itertools.pairwise(body))  # 128 x 64 / 2048
