@@ -4,8 +4,9 @@ through ``--config``: one server per setting on one GPU, distinct texts everywhe
     python bench/gpu_levers.py --model-dir DIR --gpu 0 --tokenizer /tmp/qtok \
         --config 'base=--disable-cuda-graph' --latency base --out RESULTS_DIR
 
-Each ``--config NAME=ARGS`` starts the project's ``SGLangServer`` (triton attention,
-``--mem-fraction-static 0.7``, no grammar backend, pytorch sampling) with ARGS appended, on
+Each ``--config NAME=ARGS`` starts the project's ``SGLangServer`` (triton attention unless ARGS
+hold ``--attention-backend X``, ``--mem-fraction-static 0.7``, no grammar backend, pytorch
+sampling) with ARGS appended, on
 ``--gpu`` alone (``CUDA_VISIBLE_DEVICES``), then measures the contenders of ``--contenders`` in
 interleaved rounds (each run gets texts no server has seen, so SGLang's prefix cache never helps):
 
@@ -24,6 +25,9 @@ queries sent with ``priority`` 10 (the bulk sends none, which that server ranks 
 A config named in ``--api-key`` is started with an API key (``SGLangServer(api_key=...)``, which
 moves it into a 0600 ``--config`` YAML file): the answers without, with a wrong and with the
 right key are recorded, and whether the key shows in the server's command line.
+
+With ``--deadline`` (epoch seconds) a server gets only the start-up time that leaves
+``--measure-s`` for measuring before the deadline, and a config with too little left is skipped.
 
 Writes ``levers-gpuN.json`` into ``--out``; prints a table last.
 """
@@ -215,17 +219,39 @@ def key_check(server: SGLangServer) -> dict[str, Any]:
     return out
 
 
+def split_attention(extra: str) -> tuple[str, list[str]]:
+    """``--attention-backend X`` among a config's ARGS picks the backend (default triton)."""
+    words = shlex.split(extra)
+    if "--attention-backend" not in words:
+        return "triton", words
+    at = words.index("--attention-backend")
+    return words[at + 1], words[:at] + words[at + 2 :]
+
+
+def startup_budget(args: argparse.Namespace) -> float | None:
+    """Seconds a server may take to start, or None when ``--deadline`` leaves too little to measure."""
+    if args.deadline is None:
+        return float(args.startup_timeout)
+    left = args.deadline - time.time() - args.measure_s
+    return min(float(args.startup_timeout), left) if left >= 60 else None
+
+
 def run_config(name: str, extra: str, args: argparse.Namespace, pool: Texts, tok: Any, busy: GpuBusy) -> dict[str, Any]:
     keyed = name in args.api_key
+    attention, words = split_attention(extra)
+    timeout = startup_budget(args)
+    if timeout is None:
+        print(f"[gpu{args.gpu}] {name} skipped: the deadline leaves no time to start and measure it", flush=True)
+        return {"config": name, "args": extra, "skipped": "deadline"}
     server = SGLangServer(
         args.model_dir,
-        attention_backend="triton",
+        attention_backend=attention,
         mem_fraction_static=0.7,
         api_key=KEY if keyed else None,
-        extra_args=COMMON + shlex.split(extra),
+        extra_args=COMMON + words,
         env={"CUDA_VISIBLE_DEVICES": str(args.gpu)},
         log_path=args.work / f"gpu{args.gpu}-{name}.log",
-        startup_timeout=args.startup_timeout,
+        startup_timeout=timeout,
     )
     headers = {"Authorization": f"Bearer {KEY}"} if keyed else {}
     auth = {"api_key": KEY} if keyed else {}
@@ -241,6 +267,7 @@ def run_config(name: str, extra: str, args: argparse.Namespace, pool: Texts, tok
         server.wait_ready()
     except Exception as exc:  # a setting that does not start is a result too
         row["error"] = str(exc)[:2000]
+        row["gave_up_after_s"] = time.time() - t0
         print(f"[gpu{args.gpu}] {name} did not start: {row['error'][:300]}", flush=True)
         server.stop()
         return row
@@ -342,6 +369,8 @@ def main() -> None:
     parser.add_argument("--bulk", type=int, default=4000, help="texts of each bulk job")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--startup-timeout", type=float, default=240)
+    parser.add_argument("--deadline", type=float, help="epoch seconds: no server start that cannot finish by then")
+    parser.add_argument("--measure-s", type=float, default=60, help="seconds kept for measuring, with --deadline")
     parser.add_argument("--work", type=Path, default=Path("/tmp/levers"))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
