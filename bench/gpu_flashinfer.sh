@@ -11,7 +11,9 @@
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRITON_CACHE_DIR=/tmp/triton-cache TOKENIZERS_PARALLELISM=false
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export FLASHINFER_WORKSPACE_BASE=/tmp/fi-ws FLASHINFER_JIT_VERBOSE=1
+# FLASHINFER_JIT_VERBOSE=1 alone also turns on FLASHINFER_JIT_DEBUG (nvcc -G: a debug build whose
+# ptxas ran for minutes and was killed for memory, the first call's failure): keep debug off.
+export FLASHINFER_WORKSPACE_BASE=/tmp/fi-ws FLASHINFER_JIT_VERBOSE=1 FLASHINFER_JIT_DEBUG=0 MAX_JOBS=${MAX_JOBS:-12}
 OUT=${OUT:?set OUT to a results folder}
 LIM=${LIM:-585}
 MODEL=/tmp/models/Qwen3-Embedding-4B-random
