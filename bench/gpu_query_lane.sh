@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Query latency under a bulk job on a real GPU (bench/query_lane.py): one SGLangServer with the
 # managed defaults (priority scheduling on), or a ManagedRouter of one SGLang worker per GPU.
-#   OUT=dir bash bench/gpu_query_lane.sh [server|router] [ROUNDS] [BULK]
+#   OUT=dir bash bench/gpu_query_lane.sh [server|router] [ROUNDS] [BULK] [query_lane.py args: --modes, --config]
 # Carry .whl/sglang-0517-bundle.tgz, .gpu/qtok.tar.xz and .gpu/triton-cache-0517-h200-r1.tgz (a
 # warm machine keeps what an earlier call unpacked); for `router` the sglang-router wheel in
 # .gpu/wheels (a second call: the bundle and the wheel exceed one 64 MiB transfer together).
@@ -11,6 +11,7 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRITON_CACHE_DIR=/tmp/triton-cache TO
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 OUT=${OUT:?set OUT to a results folder}
 MODE=${1:-server} ROUNDS=${2:-3} BULK=${3:-4000}
+shift 3 2>/dev/null || shift $#
 MODEL=/tmp/models/Qwen3-Embedding-4B-random
 T0=$(date +%s); el() { echo "$(( $(date +%s) - T0 ))"; }
 nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv
@@ -33,7 +34,7 @@ if [ "$MODE" = router ]; then
 else
   TARGET=(--sglang "$MODEL" --gpu 0)
 fi
-timeout 560 python3 bench/query_lane.py "${TARGET[@]}" --rounds "$ROUNDS" --bulk "$BULK" --out "$OUT/query_lane_$MODE.json" 2>&1 | grep -v "^  " | tail -40
+timeout ${LIM:-560} python3 bench/query_lane.py "${TARGET[@]}" --rounds "$ROUNDS" --bulk "$BULK" --out "$OUT/query_lane_$MODE.json" "$@" 2>&1 | grep -v "^  " | tail -40
 echo "done $(el) s"
 nvidia-smi --query-gpu=index,memory.used --format=csv,noheader
 pgrep -fa "sglang|router_main" || echo "no sglang/router process left"
