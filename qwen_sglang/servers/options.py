@@ -263,7 +263,7 @@ class SGLangOptions(BaseModel):
     disable_cuda_graph: Annotated[bool, _sglang("--disable-cuda-graph", kind="switch")] = False
     """No CUDA graphs (faster start; passed as the cuda-graph-backend flags where SGLang has them)."""
     enable_priority_scheduling: Annotated[bool, _sglang("--enable-priority-scheduling", kind="switch")] = True
-    """Serve requests by their 'priority' (the client's single queries go before queued bulk work)."""
+    """Order the waiting queue by each request's 'priority' (the client's single queries carry one)."""
     device: Annotated[Device | None, _sglang("--device", omit="cuda")] = None
     """cuda (default), or xpu, hpu, npu, cpu, musa."""
     log_level: Annotated[str, _sglang("--log-level", omit=ALWAYS)] = "info"

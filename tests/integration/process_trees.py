@@ -115,7 +115,7 @@ def run_owner(script: str, *args: str) -> tuple[subprocess.Popen[str], dict[str,
     proc = subprocess.Popen(
         [sys.executable, "-c", script, *args],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

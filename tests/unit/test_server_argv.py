@@ -332,7 +332,7 @@ def test_a_router_for_gpus_gives_each_worker_its_gpu() -> None:
 
 @pytest.mark.parametrize("task", ["embed", "rerank"])
 def test_the_managed_server_schedules_by_priority_unless_told_not_to(task: str) -> None:
-    # the client's single queries carry a priority (SGLang 0.5.17, H200: p50 under bulk 283 -> 39 ms)
+    # the client's single queries carry a priority for SGLang to order its waiting queue by
     assert "--enable-priority-scheduling" in argv_of(task=task)
     assert "--enable-priority-scheduling" not in argv_of(task=task, enable_priority_scheduling=False)
 
