@@ -10,7 +10,13 @@ from qwen_sglang.client.job import Item, Job
 from qwen_sglang.client.ops import Flow
 from qwen_sglang.client.retries import request_flow
 from qwen_sglang.client.state import Terms
-from qwen_sglang.errors import BadRequestError, InvalidInputError, MalformedResponseError, NotFoundError
+from qwen_sglang.errors import (
+    BadRequestError,
+    ConfigurationError,
+    InvalidInputError,
+    MalformedResponseError,
+    NotFoundError,
+)
 
 __all__ = ["long_text_flow", "special_tokens_flow", "tokenize_flow"]
 
@@ -145,6 +151,11 @@ def _cut(job: Job, k: int, ids: list[int], prefix: list[int], suffix: list[int],
             f"text at index {job.rows[k]} has {len(ids) + extra} tokens, more than the limit of {limit} "
             "(max_tokens, or one less than the served context; set long_text='chunk' or 'truncate' to embed it)",
             index=job.rows[k],
+        )
+    if limit <= extra:
+        raise ConfigurationError(
+            f"max_tokens={limit} leaves no room for text beside the tokenizer's {extra} special tokens: "
+            "raise max_tokens"
         )
     if s.long_text == "truncate" or job.kind == "query":
         # Keep the first tokens and the end token that last-token pooling reads.

@@ -389,3 +389,20 @@ def test_windows_the_limit_shortens_share_proportionally_fewer_tokens(use_async:
     body = [w[:-1] for w in windows]  # without the end token
     assert body[0][0] == 1000 and body[-1][-1] == 1999
     assert all(len(set(a) & set(b)) <= 4 for a, b in itertools.pairwise(body))  # 128 x 64 / 2048
+
+
+@both
+@pytest.mark.parametrize("long_text", ["chunk", "truncate"])
+def test_a_limit_that_leaves_no_room_beside_the_special_tokens_is_refused(use_async: bool, long_text: str) -> None:
+    # a BERT-style tokenizer wraps text in [CLS] ... [SEP]: max_tokens=2 left windows of no text
+    def handler(request: httpx.Request, payload: dict[str, Any]) -> httpx.Response:
+        if "prompt" in payload:
+            wrap = payload.get("add_special_tokens")
+            ids = [([101] if wrap else []) + [7] * len(t.split()) + ([102] if wrap else []) for t in payload["prompt"]]
+            return httpx.Response(200, json={"tokens": ids})
+        return httpx.Response(200, json=ok_body(len(payload["input"]), 2560))
+
+    rec = Recorder(handler, sglang_with())
+    with pytest.raises(ConfigurationError, match="max_tokens=2 leaves no room"):
+        embed(client_for(rec, long_text=long_text, max_tokens=2), ["a few words here"], use_async)
+    assert not [r for r in rec.requests if "input" in r]
