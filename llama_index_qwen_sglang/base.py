@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import Field, PrivateAttr, model_validator
@@ -69,6 +69,9 @@ class QwenSGLangEmbedding(BaseEmbedding, QwenSGLangSettings):
         else:
             self._client = EmbeddingClient(self.core_settings())
         return self
+
+    serialized_keys: ClassVar[frozenset[str]] = frozenset({"class_name"})
+    """LlamaIndex's serialiser writes ``class_name`` into every dump: a dump builds the object again."""
 
     @classmethod
     def class_name(cls) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
@@ -64,6 +64,9 @@ class QwenSGLangRerank(BaseNodePostprocessor, QwenSGLangSettings):
     def _build_client(self) -> QwenSGLangRerank:
         self._client = RerankClient(self.core_settings(), instruction=self.instruction)
         return self
+
+    serialized_keys: ClassVar[frozenset[str]] = frozenset({"class_name"})
+    """LlamaIndex's serialiser writes ``class_name`` into every dump: a dump builds the object again."""
 
     @classmethod
     def class_name(cls) -> str:

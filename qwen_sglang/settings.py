@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
@@ -160,11 +160,12 @@ def _check_header_value(what: str, value: str) -> None:
         )
 
 
-def _check_names(model: type[BaseModel], data: dict[str, Any]) -> None:
+def _check_names(model: type[QwenSGLangSettings], data: dict[str, Any]) -> None:
     """A setting that does not exist (a typo such as ``max_concurency``) is refused, naming the
-    closest ones, instead of being ignored while the default applies."""
+    closest ones, instead of being ignored while the default applies. The keys a subclass's own
+    serialiser writes beside its fields (``serialized_keys``) are accepted."""
     fields = model.model_fields
-    known = set(fields) | {f.alias for f in fields.values() if f.alias}
+    known = set(fields) | {f.alias for f in fields.values() if f.alias} | model.serialized_keys
     unknown = sorted(name for name in data if name not in known)
     if unknown:
         hints = []
@@ -371,6 +372,11 @@ class QwenSGLangSettings(BaseModel):
     sizes that suit its backend come from the server itself at the first call, as for any
     client (the local backend advertises few large requests). Read when the settings are made:
     it cannot be assigned later."""
+
+    serialized_keys: ClassVar[frozenset[str]] = frozenset()
+    """Keys that are not settings but that the class's own ``model_dump`` writes (LlamaIndex's
+    ``class_name``): accepted, and ignored, by the constructor, so that a dump builds the object
+    again; any other unknown keyword is a `ConfigurationError`."""
 
     if not TYPE_CHECKING:  # type checkers keep the signature pydantic derives from the fields
 

@@ -8,7 +8,7 @@ import pytest
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 from langchain_qwen_sglang import QwenSGLangEmbeddings
-from llama_index_qwen_sglang import QwenSGLangEmbedding
+from llama_index_qwen_sglang import QwenSGLangEmbedding, QwenSGLangRerank
 from qwen_sglang import ConfigurationError, EmbeddingClient, QwenSGLangSettings
 
 
@@ -64,6 +64,21 @@ def test_a_misspelt_setting_is_refused_not_ignored(make: Any) -> None:
     # a typo used to be dropped silently by the core client and its settings: the default applied
     with pytest.raises(ConfigurationError, match="unknown setting 'max_concurency' \\(did you mean 'max_concurrency'"):
         make(base_url="http://127.0.0.1:30000/v1", max_concurency=4)
+
+
+@pytest.mark.parametrize("cls", [QwenSGLangEmbedding, QwenSGLangRerank])
+def test_llama_index_dumps_construct_again(cls: Any) -> None:
+    # LlamaIndex's serialiser writes class_name into model_dump()/dict()/JSON: building the
+    # object again from its own dump must not take that key for a misspelt setting
+    obj = cls(base_url="http://127.0.0.1:30000/v1", max_concurrency=3)
+    for again in (
+        cls(**obj.model_dump()),
+        cls.model_validate(obj.model_dump()),
+        cls.model_validate_json(obj.model_dump_json()),
+    ):
+        assert again.max_concurrency == 3
+    with pytest.raises(ConfigurationError, match="unknown setting 'max_concurency'"):
+        cls(**obj.model_dump(), max_concurency=4)
 
 
 def test_llama_index_class_metadata() -> None:
