@@ -58,9 +58,11 @@ class RouterOptions(BaseModel):
     log_level: Annotated[str, Flag("--log-level", omit="info")] = "info"
     """The router's log level."""
     model_path: Annotated[str | None, Flag("--model-path")] = None
-    """A local model folder the router loads its tokenizer from, so that its ``/v1/tokenize``
+    """A local model folder the router loads its tokenizer from (its ``tokenizer.json``: the
+    router reads no other format and does not start without one), so that its ``/v1/tokenize``
     answers from the start (without it, only once the router has fetched its workers' tokenizer,
-    and never for keyed workers). `ManagedRouter` passes its workers' model folder."""
+    and never for keyed workers). `ManagedRouter` passes its workers' model folder when it holds
+    a ``tokenizer.json``."""
 
 
 class RouterProcess(ManagedServer):
@@ -147,7 +149,7 @@ class ManagedRouter(ClientFactory):
             port=port,
             api_key=workers[0].api_key,
             policy=policy,
-            model_path=_local_folder(workers[0].model_path),
+            model_path=_tokenizer_folder(workers[0].model_path),
             startup_timeout=startup_timeout,
             log_path=log_path,
             extra_args=extra_args,
@@ -242,7 +244,9 @@ class ManagedRouter(ClientFactory):
         return f"ManagedRouter(model={self.model!r}, base_url={self.base_url!r}, workers={len(self.workers)}, {state})"
 
 
-def _local_folder(model: str) -> str | None:
-    """``model`` when it names a local folder (the router reads a tokenizer there without
-    network), else ``None``."""
-    return model if os.path.isdir(model) else None
+def _tokenizer_folder(model: str) -> str | None:
+    """``model`` when it names a local folder holding a ``tokenizer.json`` (the router reads its
+    tokenizer there without network), else ``None``: the router reads no other tokenizer format
+    (vocab.json + merges.txt, vocab.txt, sentencepiece) and dies at start-up when given a folder
+    without one, while the workers serve such a folder fine."""
+    return model if os.path.isfile(os.path.join(model, "tokenizer.json")) else None

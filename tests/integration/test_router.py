@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +118,22 @@ def test_behind_the_router_long_texts_are_cut_as_its_workers_would_and_queries_c
         assert len(windows) > 1 and all(isinstance(w, list) for w in windows)  # token ids, not the text
         routed.embed_query("what is a router?")
         assert sent[-1].get("priority") == 10 and not any("priority" in r for r in sent[:-1])
+
+
+def test_workers_whose_folder_has_no_tokenizer_json_still_start_behind_the_router(
+    qwen_model_dir: Path, tmp_path: Path
+) -> None:
+    # the router reads only tokenizer.json from --model-path and dies at start without one; a model
+    # folder whose tokenizer is vocab.json + merges.txt serves fine from the workers: the router
+    # must start as it did before it was given the workers' folder
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "model"
+    shutil.copytree(qwen_model_dir, folder)
+    AutoTokenizer.from_pretrained(qwen_model_dir).backend_tokenizer.model.save(str(folder))
+    (folder / "tokenizer.json").unlink()
+    with ManagedRouter([LocalEmbeddingServer(folder)]) as router:
+        assert len(router.get_client().embed_documents(["a", "b"])) == 2
 
 
 def test_what_a_router_refuses(qwen_model_dir: Path) -> None:
