@@ -189,6 +189,7 @@ class ManagedServer(ClientFactory):
         self.host = host
         self._port = port
         self._port_given = port is not None
+        self._url_shared = False  # base_url/root_url read before start: the port may not move
         self.api_key: SecretStr | None = SecretStr(api_key) if isinstance(api_key, str) else api_key
         if self.api_key is not None:
             check_api_key(self.api_key.get_secret_value())
@@ -246,14 +247,26 @@ class ManagedServer(ClientFactory):
 
     @property
     def base_url(self) -> str:
-        """``http://host:port/v1``, what the embeddings classes need."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        host = "127.0.0.1" if host in ("0.0.0.0", "[::]") else host
-        return f"http://{host}:{self.port}/v1"
+        """``http://host:port/v1``, what the embeddings classes need. Read before `start` (a
+        client made early), it fixes the port: `start` fails rather than move the server away
+        from a URL that was handed out (its requests, and the key, would reach another process)."""
+        if self._proc is None:
+            self._url_shared = True
+        return self._url()
 
     @property
     def root_url(self) -> str:
         return root_url(self.base_url)
+
+    def _url(self) -> str:
+        """`base_url`, for this object's own use (which hands nothing out)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "[::]") else host
+        return f"http://{host}:{self.port}/v1"
+
+    def _may_move(self) -> bool:
+        """Whether `start` may pick another port: one it picked itself, whose URL nobody holds."""
+        return not self._port_given and not self._url_shared
 
     @property
     def model(self) -> str:
@@ -335,7 +348,7 @@ class ManagedServer(ClientFactory):
         is tried again on another free port, up to `PORT_RETRIES` times.
         """
         for attempt in range(PORT_RETRIES + 1):
-            picked = not self._port_given
+            picked = self._may_move()
             try:
                 return self._start_once(wait)
             except ServerStartError as exc:
@@ -350,10 +363,17 @@ class ManagedServer(ClientFactory):
             if self.is_running():
                 return self
             self.validate()
-            if port_in_use(self.host, self.port) and not self._port_given:
-                self._port = None  # picked earlier (a URL was read), taken since: pick another
+            if port_in_use(self.host, self.port) and self._may_move():
+                self._port = None  # picked earlier, taken since: pick another
             if port_in_use(self.host, self.port):
-                raise ServerStartError(port_in_use_message(self.host, self.port))
+                message = port_in_use_message(self.host, self.port)
+                if not self._port_given:
+                    message = (
+                        f"port {self.port} on {self.host}, picked when the server's URL was read before start "
+                        "(a client made before start holds it), is taken by another process since: make clients "
+                        "after start(), or give port="
+                    )
+                raise ServerStartError(message)
             if self._log_path is None:
                 fd, name = tempfile.mkstemp(prefix=f"qwen-sglang-{self.backend}-", suffix=".log")
                 os.close(fd)
@@ -547,4 +567,4 @@ class ManagedServer(ClientFactory):
 
     def __repr__(self) -> str:
         state = f"running pid={self.pid}" if self.is_running() else "stopped"
-        return f"{type(self).__name__}(model={self.model_path!r}, base_url={self.base_url!r}, {state})"
+        return f"{type(self).__name__}(model={self.model_path!r}, base_url={self._url()!r}, {state})"

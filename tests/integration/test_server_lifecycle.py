@@ -631,6 +631,21 @@ def test_a_picked_port_taken_before_the_server_binds_it_is_picked_again(tmp_path
         given.start()
 
 
+def test_a_port_whose_url_a_client_holds_is_not_moved_before_start(tmp_path: Path) -> None:
+    # a client made before start holds the URL (and the server's key): moving the server to
+    # another port sent its requests, key included, to whatever process took the old one
+    srv = _TakenOnce("/stub", api_key="sk-moved-port-4411", startup_timeout=30)
+    srv.marker = str(tmp_path / "started-before")
+    Path(srv.marker).touch()  # the stub binds at once
+    client = srv.get_client()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", srv.port))
+        squatter.listen()
+        with pytest.raises(ServerStartError, match="make clients after start"):
+            srv.start()
+    assert srv.base_url == client.base_url and srv.pid is None
+
+
 def test_a_port_picked_early_and_taken_before_start_is_picked_again(tmp_path: Path) -> None:
     # a URL read before start (a router's worker list, a log line) picks the port; another
     # process listening there by start() used to fail the start instead of picking another
