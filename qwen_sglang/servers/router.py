@@ -241,7 +241,9 @@ class ManagedRouter(ClientFactory):
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"
-        return f"ManagedRouter(model={self.model!r}, base_url={self.base_url!r}, workers={len(self.workers)}, {state})"
+        # before start, reading base_url would fix the router's port (a URL handed out): a repr hands nothing out
+        url = self.base_url if self.router.pid is not None else None
+        return f"ManagedRouter(model={self.model!r}, base_url={url!r}, workers={len(self.workers)}, {state})"
 
 
 def _tokenizer_folder(model: str) -> str | None:
