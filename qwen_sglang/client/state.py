@@ -25,6 +25,7 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from qwen_sglang.client.discovery import ServerFacts, default_query_prompt, request_shape, same_model, served_preset
 from qwen_sglang.client.endpoints import Endpoints
@@ -39,6 +40,8 @@ __all__ = ["ServerState", "Terms"]
 logger = logging.getLogger("qwen_sglang")
 
 SHAPE_NAMES = ("batch_size", "max_batch_tokens", "max_concurrency")
+#: What a `ServerState` learns once and for good (each set through `ServerState._set`).
+_Flag = Literal["client_side_dims", "floats_only", "no_tokenize", "noted_no_prompt", "priority_refused"]
 
 
 class ServerState:
@@ -90,21 +93,23 @@ class ServerState:
 
     def truncate_on_client(self) -> bool:
         """From now on the client truncates to ``dimensions`` itself."""
-        with self._lock:
-            news, self.client_side_dims = not self.client_side_dims, True
-            return news
+        return self._set("client_side_dims")
 
     def use_floats(self) -> bool:
         """From now on answers are asked for as JSON floats."""
-        with self._lock:
-            news, self.floats_only = not self.floats_only, True
-            return news
+        return self._set("floats_only")
 
     def refuse_priority(self) -> bool:
         """From now on no request carries a ``priority``."""
+        return self._set("priority_refused")
+
+    def _set(self, flag: _Flag) -> bool:
+        """Set ``flag`` for good; whether this call set it (its caller warns once)."""
         with self._lock:
-            news, self.priority_refused = not self.priority_refused, True
-            return news
+            if getattr(self, flag):
+                return False
+            setattr(self, flag, True)
+            return True
 
     def learn_special_tokens(self, prefix: list[int], suffix: list[int]) -> None:
         with self._lock:
@@ -112,9 +117,8 @@ class ServerState:
                 self.special_tokens = (list(prefix), list(suffix))
 
     def learn_no_tokenize(self) -> bool:
-        with self._lock:
-            news, self.no_tokenize = not self.no_tokenize, True
-            return news
+        """It has no ``/v1/tokenize`` (or cannot count for this client): texts go as they are."""
+        return self._set("no_tokenize")
 
     def lower_budget(self, current: int, estimate: int) -> bool:
         """A request of ``estimate`` tokens was refused as too large: later ones get at most half."""
@@ -125,9 +129,8 @@ class ServerState:
             return news
 
     def note_no_prompt(self) -> bool:
-        with self._lock:
-            news, self.noted_no_prompt = not self.noted_no_prompt, True
-            return news
+        """The note that queries go without an instruction is being logged."""
+        return self._set("noted_no_prompt")
 
     def after_fork(self) -> None:
         """In a forked child: a lock held by a thread of the parent would never be released here."""

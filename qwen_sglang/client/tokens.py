@@ -101,21 +101,12 @@ def long_text_flow(job: Job) -> Flow[list[Item]]:
     try:
         specials = yield from special_tokens_flow(terms)
         if specials is None:
-            if terms.server.learn_no_tokenize():
-                logger.warning(
-                    "the server (an sglang-router) cannot tell the special tokens of %s: long_text=%r "
-                    "cannot apply; texts go as they are and its workers apply their own limit",
-                    terms.model,
-                    terms.settings.long_text,
-                )
+            _never_counted(terms, f"the server (an sglang-router) cannot tell the special tokens of {terms.model}")
             return plain
         prefix, suffix = specials
         tokens = yield from tokenize_flow(terms, [job.send[k] for k in suspects], False)
-    except NotFoundError:
-        # Not SGLang (or the local backend): no exact counts, so texts go as they are and
-        # the server applies its own limit.
-        if terms.server.learn_no_tokenize():
-            logger.warning("the server has no /v1/tokenize: long_text=%r cannot apply", terms.settings.long_text)
+    except NotFoundError:  # not SGLang (or the local backend): no exact counts
+        _never_counted(terms, "the server has no /v1/tokenize")
         return plain
     except BadRequestError as exc:
         # sglang-router: 400 "No tokenizers available" for seconds after it is ready (always when
@@ -140,6 +131,17 @@ def long_text_flow(job: Job) -> Flow[list[Item]]:
         else:
             items.extend(_cut(job, k, ids, prefix, suffix, limit))
     return items
+
+
+def _never_counted(terms: Terms, why: str) -> None:
+    """This client cannot count tokens at this server, now or later: from now on texts go as
+    they are and the server applies its own limit (warned once)."""
+    if terms.server.learn_no_tokenize():
+        logger.warning(
+            "%s: long_text=%r cannot apply; texts go as they are and the server applies its own limit",
+            why,
+            terms.settings.long_text,
+        )
 
 
 def _cut(job: Job, k: int, ids: list[int], prefix: list[int], suffix: list[int], limit: int) -> list[Item]:
