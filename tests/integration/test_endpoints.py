@@ -97,15 +97,23 @@ def test_every_server_down_is_one_typed_error_naming_each(use_async: bool) -> No
 
 
 def test_requests_are_spread_over_the_servers(server: ManagedServer, second: ManagedServer) -> None:
-    ports: list[int | None] = []
-    http = httpx.Client(event_hooks={"request": [lambda r: ports.append(r.url.port)]})
-    client = EmbeddingClient(base_url=[server.base_url, second.base_url], model=MODEL, batch_size=2, http_client=http)
+    # One request at a time: each finds both servers idle, so they take turns whatever their speed
+    # (with more in flight the least busy gets the next one, and how many each answers is timing).
+    posts: list[int | None] = []
+
+    def record(request: httpx.Request) -> None:
+        if request.method == "POST":  # not the discovery GETs
+            posts.append(request.url.port)
+
+    http = httpx.Client(event_hooks={"request": [record]})
+    urls = [server.base_url, second.base_url]
+    client = EmbeddingClient(base_url=urls, model=MODEL, batch_size=2, max_concurrency=1, http_client=http)
     got = np.array(client.embed_documents(TEXTS[:40]))
     np.testing.assert_allclose(
         got, EmbeddingClient(base_url=server.base_url, model=MODEL).embed_documents(TEXTS[:40]), atol=TOL
     )
-    embedding_ports = ports[-20:]  # after the discovery GETs
-    assert embedding_ports.count(server.port) >= 5 and embedding_ports.count(second.port) >= 5
+    assert len(posts) == 20 and set(posts) == {server.port, second.port}
+    assert all(posts[i] != posts[i + 1] for i in range(19))  # in turn
 
 
 class _Gate:
