@@ -36,6 +36,7 @@ __all__ = [
     "EncodingFormat",
     "LongTextPolicy",
     "QwenSGLangSettings",
+    "ServedContextHandle",
     "ServerHandle",
     "normalize_base_url",
     "redact_url",
@@ -245,6 +246,20 @@ class ServerHandle(Protocol):
 
     def logs_tail(self, lines: int = 40) -> str:
         """The last lines of the server's log."""
+        ...
+
+
+@runtime_checkable
+class ServedContextHandle(Protocol):
+    """A `ServerHandle` that knows the context its servers serve where their own answers do not
+    say it (`qwen_sglang.servers.ManagedRouter`: sglang-router's ``/v1/models`` has no
+    ``max_model_len``). A client of it cuts long texts to that context, as it does for a server
+    whose ``/v1/models`` reports one."""
+
+    @property
+    def served_context(self) -> int | None:
+        """Tokens per input the servers accept, plus one (SGLang's ``max_model_len``); ``None``
+        while unknown."""
         ...
 
 

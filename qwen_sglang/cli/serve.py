@@ -205,6 +205,20 @@ def _serve_local(local: ManagedServer, args: argparse.Namespace) -> int:
     return serve(LocalBackendConfig(**config))
 
 
+def _note_served_context(router: ManagedRouter) -> None:
+    """Clients in other processes cannot learn the workers' context from the router (its
+    ``/v1/models`` has no ``max_model_len``): say what to set where it is not the model's own."""
+    from qwen_sglang.presets import find_preset
+
+    served, preset = router.served_context, find_preset(router.model)
+    if served is not None and (preset is None or served < preset.context_length):
+        print(
+            f"the workers serve a context of {served} tokens, which the router does not report: give its clients "
+            f"max_tokens={served - 1} (or they get a 400 for longer texts)",
+            flush=True,
+        )
+
+
 def _serve_managed(server: ManagedServer | ManagedRouter) -> int:
     """SGLang (or a router and its workers) as managed children: checked before they start,
     stopped on Ctrl-C, SIGTERM or exit."""
@@ -220,6 +234,8 @@ def _serve_managed(server: ManagedServer | ManagedRouter) -> int:
     try:
         server.start()
         print(f"{server.backend} server ready at {server.base_url} (pid {server.pid})", flush=True)
+        if isinstance(server, ManagedRouter):
+            _note_served_context(server)
         print_ready_line()
         code: int = server.wait()
         print(f"the {server.backend} server exited with code {code}\n{server.logs_tail()}", file=sys.stderr)

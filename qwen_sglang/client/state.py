@@ -33,7 +33,7 @@ from qwen_sglang.client.roles import EMBEDDING, ClientRole
 from qwen_sglang.errors import ConfigurationError, ModelMismatchError
 from qwen_sglang.instructions import query_prompt
 from qwen_sglang.presets import ModelPreset
-from qwen_sglang.settings import QwenSGLangSettings
+from qwen_sglang.settings import QwenSGLangSettings, ServedContextHandle
 
 __all__ = ["ServerState", "Terms"]
 
@@ -255,13 +255,17 @@ def _mismatch(
 def _max_tokens(settings: QwenSGLangSettings, preset: ModelPreset | None, facts: ServerFacts | None) -> int | None:
     """Most tokens per text: ``max_tokens``, else the model's context, and never more than the
     served context (``/v1/models``' ``max_model_len``, not the tokenizer's limit that
-    ``/v1/tokenize`` reports). SGLang refuses an input of exactly its context length, so a
-    context allows one token less."""
+    ``/v1/tokenize`` reports; behind a managed router, whose ``/v1/models`` has none, what its
+    workers reported: `qwen_sglang.settings.ServedContextHandle`). SGLang refuses an input of
+    exactly its context length, so a context allows one token less."""
     limits = []
     if settings.max_tokens is not None:
         limits.append(settings.max_tokens)
     elif preset is not None:
         limits.append(preset.context_length - 1)
-    if facts is not None and facts.max_model_len is not None:
-        limits.append(facts.max_model_len - 1)
+    served = facts.max_model_len if facts is not None else None
+    if served is None and isinstance(settings.server, ServedContextHandle):  # a managed router
+        served = settings.server.served_context
+    if served is not None:
+        limits.append(served - 1)
     return max(min(limits), 1) if limits else None

@@ -27,7 +27,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from qwen_sglang.errors import ConfigurationError, ServerStartError
+from qwen_sglang.errors import ConfigurationError, QwenSGLangError, ServerStartError
 from qwen_sglang.servers.keys import SERVER_API_KEY_ENV
 from qwen_sglang.servers.lifecycle import ClientFactory, ManagedServer
 from qwen_sglang.servers.options import Flag, render_flags
@@ -142,6 +142,7 @@ class ManagedRouter(ClientFactory):
         if len(keys) != 1:
             raise ConfigurationError("the workers of one router must share one api_key (or all have none)")
         self.workers = workers
+        self._served_context: int | None = None
         self.router = RouterProcess(
             workers[0].model,
             worker_urls=["http://127.0.0.1:0"],  # the workers' URLs once they listen (`start`)
@@ -194,6 +195,14 @@ class ManagedRouter(ClientFactory):
                 return member.returncode
         return None
 
+    @property
+    def served_context(self) -> int | None:
+        """The context its workers serve (the smallest ``max_model_len`` of their ``/v1/models``,
+        read at `start`; ``None`` before). The router's own ``/v1/models`` has none, so its clients
+        take it from here (`qwen_sglang.settings.ServedContextHandle`) to cut long texts as a
+        worker's clients would; clients in other processes need ``max_tokens`` one below it."""
+        return self._served_context
+
     def is_running(self) -> bool:
         return all(member.is_running() for member in (self.router, *self.workers))
 
@@ -219,6 +228,7 @@ class ManagedRouter(ClientFactory):
             with concurrent.futures.ThreadPoolExecutor(len(self.workers)) as pool:
                 for done in [pool.submit(worker.start) for worker in self.workers]:
                     done.result()
+            self._served_context = _served_context(self.workers)
             self.router.worker_urls = [worker.root_url for worker in self.workers]
             self.router.start()
         except BaseException:
@@ -244,6 +254,22 @@ class ManagedRouter(ClientFactory):
         # before start, reading base_url would fix the router's port (a URL handed out): a repr hands nothing out
         url = self.base_url if self.router.pid is not None else None
         return f"ManagedRouter(model={self.model!r}, base_url={url!r}, workers={len(self.workers)}, {state})"
+
+
+def _served_context(workers: Sequence[ManagedServer]) -> int | None:
+    """The smallest served context the ready workers report (a worker that does not say, or
+    cannot be asked, counts for nothing: its clients fall back to the model's context)."""
+    lengths = []
+    for worker in workers:
+        try:
+            with worker.get_client(max_retries=0) as client:
+                facts = client.discover()
+        except QwenSGLangError as exc:
+            logger.warning("could not read the served context of worker %s: %s", worker.base_url, exc)
+            continue
+        if facts.max_model_len is not None:
+            lengths.append(facts.max_model_len)
+    return min(lengths, default=None)
 
 
 def _tokenizer_folder(model: str) -> str | None:

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from qwen_sglang import ConfigurationError, ServerStartError
+from qwen_sglang import ConfigurationError, InvalidInputError, ServerStartError
 from qwen_sglang.servers import LocalEmbeddingServer, ManagedRouter, router_available
 from tests.conftest import BACKEND
 from tests.integration.process_trees import alive, group_alive, run_owner, session_members, wait_until
@@ -120,6 +120,20 @@ def test_behind_the_router_long_texts_are_cut_as_its_workers_would_and_queries_c
         assert sent[-1].get("priority") == 10 and not any("priority" in r for r in sent[:-1])
 
 
+def test_behind_the_router_texts_are_cut_to_the_workers_served_context(qwen_model_dir: Path) -> None:
+    # the router's /v1/models has no max_model_len: a client of a managed router learns the workers'
+    # served context from the router, and cuts long texts to it instead of getting the workers' 400
+    long = " ".join(f"token{i}" for i in range(300))
+    with ManagedRouter([LocalEmbeddingServer(qwen_model_dir, context_length=64) for _ in range(2)]) as router:
+        assert router.served_context == 64
+        for long_text in ("chunk", "truncate"):
+            routed = router.get_client(long_text=long_text).embed_documents([long, "short"])
+            expected = router.workers[0].get_client(long_text=long_text).embed_documents([long, "short"])
+            np.testing.assert_allclose(routed, expected, atol=1e-5)
+        with pytest.raises(InvalidInputError, match="text at index 0"):
+            router.get_client(long_text="error").embed_documents([long])
+
+
 def test_workers_whose_folder_has_no_tokenizer_json_still_start_behind_the_router(
     qwen_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -154,12 +168,16 @@ def test_serve_router_from_the_command_line_stops_everything_on_ctrl_c(qwen_mode
     argv = [sys.executable, "-m", "qwen_sglang", "serve", "--backend", "local", "--model", str(qwen_model_dir)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*argv, "--router", "2", "--port", "0"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [*argv, "--router", "2", "--port", "0", "--context-length", "64"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         assert wait_until(lambda: "ready to roll" in log.read_text() or proc.poll() is not None, 240), log.read_text()
         text = log.read_text()
         assert proc.poll() is None, text
+        assert "max_tokens=63" in text  # clients in other processes cannot learn the workers' context
         url = next(w for w in text.split() if w.startswith("http://127.0.0.1:") and w.endswith("/v1"))
         assert len(session_members(proc.pid)) >= 7  # serve, the router, 2 workers, 3 watchdogs
         body = {"input": ["hello", "world"], "model": str(qwen_model_dir)}
