@@ -96,9 +96,14 @@ class RerankEngine:
         if limit is not None:
             template.body_budget(limit)  # a context too short for the fixed prompt: the error says so
         suspects = call.suspects(template, limit)
+        texts = [call.body(k) for k in suspects]
+        lead = call.lead_may_fill(template, limit)
         counted: dict[int, list[int]] = {}
-        if suspects:
-            ids = yield from tokenize_flow(terms, [call.body(k) for k in suspects], False)
+        if texts or lead:
+            ids = yield from tokenize_flow(terms, [*texts, call.lead] if lead else texts, False)
+            if lead:
+                assert limit is not None  # lead_may_fill says so
+                call.check_lead(len(ids.pop()), template, limit)
             counted = dict(zip(suspects, ids, strict=True))
         pairs = call.pairs(template, limit, counted, terms.settings.long_text)
         return Plan(call, terms, template, pairs)

@@ -158,6 +158,32 @@ class RerankCall:
         """The body of the ``k``-th scored document (`format_body`)."""
         return format_body(self.query, self.documents[self.rows[k]], self.instruction)
 
+    @property
+    def lead(self) -> str:
+        """The body before the document's text: ``<Instruct>: …\\n<Query>: …\\n<Document>:`` (the
+        space after it is left out: it goes with the document's first token)."""
+        return format_body(self.query, "", self.instruction)[:-1]
+
+    def lead_may_fill(self, template: RerankTemplate, max_length: int | None) -> bool:
+        """Whether the query and the instruction MAY leave no token of the documents within
+        ``max_length`` (a token is at least one byte): only then is the `lead` measured."""
+        return max_length is not None and len(self.lead.encode("utf-8")) + template.fixed_length >= max_length
+
+    def check_lead(self, tokens: int, template: RerankTemplate, max_length: int) -> None:
+        """Refuse a query that, with the instruction and the fixed prompt, takes all of ``max_length``:
+        cut to fit, every document would lose all its tokens and get the same score.
+
+        Raises:
+            InvalidInputError: Naming the tokens taken and the fix.
+        """
+        if tokens + template.fixed_length >= max_length:
+            raise InvalidInputError(
+                f"the query and the instruction take {tokens} tokens, and Qwen's fixed prompt "
+                f"{template.fixed_length}, of the limit of {max_length} (max_tokens, or one less than the served "
+                "context): no room for any document, which would all get the same score. Shorten the query or "
+                "the instruction, or serve the reranker with a longer context"
+            )
+
     def suspects(self, template: RerankTemplate, max_length: int | None) -> list[int]:
         """The scored documents whose prompt MAY exceed ``max_length`` tokens (a token is at least
         one byte): only these are tokenised to be measured."""

@@ -100,6 +100,26 @@ def test_long_documents_are_cut_in_the_body_or_refused(rerank_server: ManagedSer
     assert abs(tighter - reference.scores([(query, long_doc, None)], 200)[0]) <= TOL
 
 
+def test_a_query_that_leaves_no_room_for_documents_is_refused_before_scoring(rerank_server: ManagedServer) -> None:
+    """Cut to the context, a query (with its instruction) that fills it leaves no token of any
+    document: every document would get the same score. Refused, naming the query, before any
+    ``/score`` request, whatever ``long_text``; a query that leaves room still ranks."""
+    paths: list[str] = []
+    http = httpx.Client(event_hooks={"request": [lambda request: paths.append(request.url.path)]})
+    client = RerankClient(base_url=rerank_server.base_url, long_text="truncate", http_client=http)
+    docs = ["SGLang serves language models fast.", "Paris is the capital of France.", "Bananas are yellow."]
+    match = "the query and the instruction take .* tokens.* no room for any document"
+    with pytest.raises(InvalidInputError, match=match):
+        client.rerank("What does SGLang do? " * 150, docs)
+    with pytest.raises(InvalidInputError, match=match):
+        client.rerank("What does SGLang do?", docs, instruction="Judge the passage carefully. " * 120)
+    with pytest.raises(InvalidInputError, match=match):
+        asyncio.run(RerankClient(base_url=rerank_server.base_url).arerank("What does SGLang do? " * 150, docs))
+    assert paths and not any(path.endswith("/score") for path in paths)
+    ranked = client.rerank("What does SGLang do? " * 20, docs)  # room left: the documents decide
+    assert len({r.score for r in ranked}) == len(docs)
+
+
 def test_empty_documents_follow_the_empty_text_policy(rerank_server: ManagedServer) -> None:
     docs = ["The giant panda's diet is 99% bamboo.", " \n", "Bananas are yellow."]
     query = QUERIES[0][0]
