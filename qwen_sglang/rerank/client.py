@@ -153,7 +153,8 @@ class RerankClient:
 
         Returns:
             One `qwen_sglang.RerankResult` (``index``, ``score``, ``document``) per document,
-            sorted by score, highest first; ties keep the documents' order.
+            sorted by score, highest first; ties keep the documents' order. Identical documents
+            are scored once and share that score.
 
         Raises:
             InputTypeError / InvalidInputError: Bad arguments, before any request.

@@ -99,9 +99,13 @@ class RerankCall:
     top_n: int | None
     return_documents: bool
     rows: list[int]
-    """Indices of the documents that are scored (the others are empty)."""
+    """Indices of the documents that are scored: the first of identical ones (the others are
+    `copies`, or empty)."""
     zero: list[int] = field(default_factory=list)
     """Indices of empty documents scored 0.0 without a request (``empty_text="zero"``)."""
+    copies: list[tuple[int, int]] = field(default_factory=list)
+    """``(index, k)``: a document identical to the ``k``-th scored one, which gets its score (one
+    text, one score, whatever batch or padding each copy would have had)."""
 
     @classmethod
     def create(
@@ -134,9 +138,15 @@ class RerankCall:
             raise InputTypeError(f"return_documents must be a bool, got {type(return_documents).__name__}")
         rows: list[int] = []
         zero: list[int] = []
+        copies: list[tuple[int, int]] = []
+        first: dict[str, int] = {}
         for i, doc in enumerate(docs):
             if doc.strip():
-                rows.append(i)
+                k = first.setdefault(doc, len(rows))
+                if k == len(rows):
+                    rows.append(i)
+                else:
+                    copies.append((i, k))
             elif empty_text == "raise":
                 raise InvalidInputError(
                     f"document at index {i} is empty or whitespace only; such documents are never sent to the "
@@ -147,7 +157,7 @@ class RerankCall:
                 zero.append(i)
             else:
                 logger.warning("skipping empty document at index %d", i)
-        return cls(query, docs, instruction, top_n, return_documents, rows, zero)
+        return cls(query, docs, instruction, top_n, return_documents, rows, zero, copies)
 
     @property
     def head(self) -> str:
@@ -218,9 +228,10 @@ class RerankCall:
         return out
 
     def results(self, scores: Sequence[float]) -> list[RerankResult]:
-        """The ranking: ``scores[k]`` belongs to ``rows[k]``; empty documents scored 0 come last
-        among equals; sorted by score, highest first, ties in the documents' order; ``top_n``."""
-        ranked = [(scores[k], row) for k, row in enumerate(self.rows)] + [(0.0, row) for row in self.zero]
+        """The ranking: ``scores[k]`` belongs to ``rows[k]`` and its `copies`; empty documents scored
+        0 come last among equals; sorted by score, highest first, ties in the documents' order; ``top_n``."""
+        ranked = [(scores[k], row) for k, row in enumerate(self.rows)] + [(scores[k], row) for row, k in self.copies]
+        ranked += [(0.0, row) for row in self.zero]
         ranked.sort(key=lambda e: (-e[0], e[1]))
         if self.top_n is not None:
             ranked = ranked[: self.top_n]

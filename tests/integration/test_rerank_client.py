@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import pickle
 from pathlib import Path
 
@@ -118,6 +119,30 @@ def test_a_query_that_leaves_no_room_for_documents_is_refused_before_scoring(rer
     assert paths and not any(path.endswith("/score") for path in paths)
     ranked = client.rerank("What does SGLang do? " * 20, docs)  # room left: the documents decide
     assert len({r.score for r in ranked}) == len(docs)
+
+
+def test_identical_documents_are_scored_once_and_tie_in_their_order(rerank_server: ManagedServer) -> None:
+    """Retrievers merged (or a corpus with copies) hand the reranker the same text twice: it is
+    scored once, so its copies get the same score whatever batch or padding they would have had
+    (they differed in the last digits and were ordered by that noise), and tie in the documents'
+    order, sync and async."""
+    sent: list[int] = []
+
+    def count(request: httpx.Request) -> None:
+        if request.url.path.endswith("/score"):
+            sent.append(len(json.loads(request.content)["items"]))
+
+    docs = ["SGLang serves models.", "Paris is in France.", "SGLang serves models.", "x " * 40]
+    docs += ["SGLang serves models.", "Paris is in France."]
+    http = httpx.Client(event_hooks={"request": [count]})
+    for batch_size in (1, 2, 32):
+        client = RerankClient(base_url=rerank_server.base_url, batch_size=batch_size, http_client=http)
+        for ranked in (client.rerank("What is SGLang?", docs), asyncio.run(client.arerank("What is SGLang?", docs))):
+            scores = by_index(ranked)
+            assert scores[0] == scores[2] == scores[4] and scores[1] == scores[5]
+            assert [r.index for r in ranked if docs[r.index] == docs[0]] == [0, 2, 4]
+            assert sorted(scores) == list(range(len(docs)))
+    assert sum(sent) == 3 * 3  # the sync calls: 3 distinct documents each
 
 
 def test_empty_documents_follow_the_empty_text_policy(rerank_server: ManagedServer) -> None:
