@@ -70,6 +70,17 @@ def test_embed_command_empty_lines_follow_empty_text(server: ManagedServer) -> N
     assert "skipped 1 empty line(s): index 1" in skip.stderr
 
 
+def test_embed_command_reads_windows_line_ends_as_lines(server: ManagedServer) -> None:
+    """A file saved on Windows (CRLF) embeds the same texts as its LF twin: the ``\\r`` is the line
+    end, not the text's last character (it was embedded with it)."""
+    lf = run_embed(server, stdin="first text\nsecond text\n")
+    crlf = run_embed(server, stdin="first text\r\nsecond text\r\n")
+    assert lf.returncode == crlf.returncode == 0, crlf.stderr
+    assert [json.loads(line) for line in crlf.stdout.splitlines()] == [
+        json.loads(line) for line in lf.stdout.splitlines()
+    ]
+
+
 def test_embed_command_task_without_query_is_an_error(server: ManagedServer) -> None:
     out = run_embed(server, "--task", "qa", "a document")
     assert out.returncode == 2 and out.stdout == ""
