@@ -33,18 +33,21 @@ class UsageError(Exception):
     """A wrong combination of options: `qwen_sglang.cli.main` reports it as argparse does (exit 2)."""
 
 
-def add_client_args(p: argparse.ArgumentParser) -> None:
-    """The options every command that talks to a server takes: where it is, its key, its model."""
+def add_client_args(p: argparse.ArgumentParser, *, reranker: bool = False) -> None:
+    """The options every command that talks to a server takes: where it is, its key, its model
+    (``reranker``: a reranker server, whose URL and model the reranker's variables name first)."""
+    url_env = "$QWEN_SGLANG_RERANK_BASE_URL, else $QWEN_SGLANG_BASE_URL" if reranker else "$QWEN_SGLANG_BASE_URL"
+    model_env = "$QWEN_SGLANG_RERANK_MODEL" if reranker else "$QWEN_SGLANG_MODEL"
     p.add_argument(
         "--base-url",
         default=None,
-        help="server URL, or several separated by commas (default: $QWEN_SGLANG_BASE_URL or http://127.0.0.1:30000/v1)",
+        help=f"server URL, or several separated by commas (default: {url_env}, else http://127.0.0.1:30000/v1)",
     )
     p.add_argument("--api-key", default=None, help="bearer key (default: $QWEN_SGLANG_API_KEY)")
     p.add_argument(
         "--model",
         default=None,
-        help="the served model (default: $QWEN_SGLANG_MODEL, else what the server serves); "
+        help=f"the served model (default: {model_env}, else what the server serves); "
         "a different one than the server's is an error",
     )
 
@@ -81,19 +84,18 @@ def require_extras(what: str, modules: dict[str, str]) -> None:
         )
 
 
-def add_request_shape_args(p: argparse.ArgumentParser) -> None:
-    """How the client shapes its requests: texts and tokens per request, requests in flight
+def add_request_shape_args(p: argparse.ArgumentParser, *, items: str = "texts per embedding request") -> None:
+    """How the client shapes its requests: ``items`` and tokens per request, requests in flight
     (default: the settings' defaults, or what the server asks for)."""
+    request = items.split(" per ", 1)[1]
     g = p.add_argument_group("request shape (the client's batch_size, max_batch_tokens, max_concurrency)")
-    g.add_argument("--batch-size", type=int, default=None, help="most texts per embedding request (default 32)")
-    g.add_argument(
-        "--max-batch-tokens", type=int, default=None, help="token budget per embedding request (default 8192)"
-    )
+    g.add_argument("--batch-size", type=int, default=None, help=f"most {items} (default 32)")
+    g.add_argument("--max-batch-tokens", type=int, default=None, help=f"token budget per {request} (default 8192)")
     g.add_argument(
         "--max-concurrency",
         type=int,
         default=None,
-        help="embedding requests in flight (default 8, or fewer where the server asks for it)",
+        help=f"{request}s in flight (default 8, or fewer where the server asks for it)",
     )
     g.add_argument("--request-size", type=int, dest="batch_size", action=DeprecatedAlias, new="--batch-size")
     g.add_argument(

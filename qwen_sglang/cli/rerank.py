@@ -25,8 +25,8 @@ def add_parser(sub: Any) -> None:
         "score: P(yes) in [0, 1]).",
     )
     r.set_defaults(handler=run)
-    add_client_args(r)
-    add_request_shape_args(r)
+    add_client_args(r, reranker=True)
+    add_request_shape_args(r, items="documents per /v1/score request")
     r.add_argument("file", nargs="?", default="-", help="documents, one per line (default, or -: stdin)")
     r.add_argument("--query", required=True, help="what the documents are ranked against")
     r.add_argument("--instruction", default=None, help="the task instruction (default: Qwen's web-search one)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,23 @@ def test_rerank_command_bad_input_exits_before_any_request() -> None:
     assert out.returncode != 0 and "query is empty" in out.stderr
     out = run_rerank(None, "--query", "q", "--top-n", "5", stdin="a\nb\n")
     assert out.returncode != 0 and "more than the 2 documents" in out.stderr
+
+
+def test_rerank_help_names_the_environment_it_reads(rerank_server: ManagedServer) -> None:
+    """``--help`` says where the reranker's server and model come from: the reranker's variables
+    first (``QWEN_SGLANG_MODEL`` names the embedding model and is not read), as the command does."""
+    cmd = [sys.executable, "-m", "qwen_sglang", "rerank"]
+    shown = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=60, check=True).stdout
+    flat = " ".join(shown.split())
+    assert "$QWEN_SGLANG_RERANK_BASE_URL, else $QWEN_SGLANG_BASE_URL" in flat
+    assert "$QWEN_SGLANG_RERANK_MODEL" in flat and "$QWEN_SGLANG_MODEL" not in flat
+    assert "embedding" not in flat  # its requests are /v1/score requests of documents
+    env = os.environ | {
+        "QWEN_SGLANG_RERANK_BASE_URL": rerank_server.base_url,
+        "QWEN_SGLANG_BASE_URL": "http://127.0.0.1:9/v1",  # the embedding server's: not used
+        "QWEN_SGLANG_MODEL": "Qwen/Qwen3-Embedding-4B",  # would be a model mismatch if it were read
+    }
+    env.pop("QWEN_SGLANG_RERANK_MODEL", None)
+    out = subprocess.run([*cmd, "--query", "q"], input="a doc\n", capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["index"] == 0
