@@ -177,6 +177,8 @@ class _Run:
     def __init__(self, target: StoreTarget, client: EmbeddingClient, report: IngestReport, progress: _Progress) -> None:
         self.target, self.client, self.report, self.progress = target, client, report, progress
         self.width = target.stored_width()
+        if not target.embeds_itself and self.width is not None and client.embedding_dim is not None:
+            _check_width(self.width, client.embedding_dim)  # before any text is read or embedded
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwen-sglang-ingest-writer")
         self.pending: Future[None] | None = None
         self.cannot_list = False
@@ -210,11 +212,7 @@ class _Run:
         self.progress.advance(0, len(batch.finished))
         if self.width is None:
             self.width = vectors.shape[1]
-        elif vectors.shape[1] != self.width:
-            raise ConfigurationError(
-                f"the collection holds {self.width}-d vectors but this run produces {vectors.shape[1]}-d "
-                "ones (another model or dimensions): use another collection"
-            )
+        _check_width(self.width, vectors.shape[1])
         return keep, vectors
 
     def _write(self, batch: _Batch, keep: list[int], vectors: np.ndarray) -> None:
@@ -271,6 +269,14 @@ class _Run:
         if stale:
             self.target.delete(stale)
         return len(stale)
+
+
+def _check_width(stored: int, produced: int) -> None:
+    if produced != stored:
+        raise ConfigurationError(
+            f"the collection holds {stored}-d vectors but this run produces {produced}-d ones (another model "
+            "or dimensions): use another collection"
+        )
 
 
 def ingest(

@@ -10,10 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
-from qwen_sglang import EmbeddingClient
+from qwen_sglang import ConfigurationError, EmbeddingClient
 from qwen_sglang.ingest import chunk_id, ingest
 from qwen_sglang.integrations.chroma import QwenSGLangEmbeddingFunction
 from qwen_sglang.servers import ManagedServer
@@ -164,6 +165,26 @@ def test_a_collection_of_another_width_is_refused(server: ManagedServer, tmp_pat
     with pytest.raises(ValueError, match="128-d vectors but this run produces 64-d"):
         ingest([tmp_path / "b.txt"], client=narrow, collection=col, show_progress=False)
     assert col.count() == 1
+
+
+def test_a_rerun_with_other_dimensions_is_refused_before_embedding(server: ManagedServer, tmp_path: Path) -> None:
+    """A rerun asking for a width the collection's vectors do not have is refused before any text
+    is embedded: with nothing changed it used to succeed (every chunk "already stored", the user
+    believing the collection now 64-d), and with a new file it failed only after embedding it."""
+    data, persist = tmp_path / "data", tmp_path / "db"
+    data.mkdir()
+    (data / "a.txt").write_text("some text")
+    assert run_ingest(server, data, persist).returncode == 0
+    again = run_ingest(server, data, persist, "docs", "--dimensions", "64", "--no-progress")
+    assert again.returncode == 1 and "holds 128-d vectors but this run produces 64-d" in again.stderr
+    (data / "b.txt").write_text("other text")
+    sent: list[str] = []
+    http = httpx.Client(event_hooks={"request": [lambda request: sent.append(request.url.path)]})
+    narrow = EmbeddingClient(base_url=server.base_url, dimensions=64, http_client=http)
+    with pytest.raises(ConfigurationError, match="128-d vectors but this run produces 64-d"):
+        ingest([data], client=narrow, store=collection(persist), show_progress=False)
+    assert not any(path.endswith("/embeddings") for path in sent)
+    assert collection(persist).count() == 1
 
 
 def test_chroma_embedding_function_instructs_queries_only(server: ManagedServer, tmp_path: Path) -> None:
