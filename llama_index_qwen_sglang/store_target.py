@@ -69,9 +69,11 @@ class LlamaIndexStoreTarget(StoreTarget):
             return set()
 
     def write(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]], vectors: np.ndarray) -> None:
-        """Text nodes carrying our vectors."""
+        """Text nodes carrying our vectors. Their metadata is left out of their ``EMBED`` content
+        (what LlamaIndex embeds, and what `llama_index_qwen_sglang.QwenSGLangRerank` scores): the
+        vector is of the text alone, and the file's path has no place in a reranker's prompt."""
         nodes = [
-            TextNode(id_=cid, text=text, metadata=meta, embedding=vec)
+            TextNode(id_=cid, text=text, metadata=meta, embedding=vec, excluded_embed_metadata_keys=list(meta))
             for cid, text, meta, vec in zip(ids, texts, metadatas, vectors.tolist(), strict=True)
         ]
         self.store.add(nodes)

@@ -103,6 +103,42 @@ def test_llama_index_query_engine_over_chroma(
         assert close(got, expected_ranking(rerank_server, question, candidates))
 
 
+def test_llama_index_rerank_of_ingested_nodes_scores_the_text_that_was_embedded(
+    server: ManagedServer, rerank_server: ManagedServer, tmp_path: Path
+) -> None:
+    """Nodes written by `ingest` carry ``source``, ``chunk`` and ``title`` metadata that their
+    embedding never saw: retrieved from the store, the reranker scores their text as embedded
+    (it scored "source: /abs/path\\nchunk: 0\\ntitle: …" before each text, the file's path in
+    Qwen's prompt); the LLM still sees the metadata."""
+    import chromadb
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.schema import MetadataMode
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    from llama_index_qwen_sglang import LlamaIndexStoreTarget
+    from qwen_sglang import EmbeddingClient
+    from qwen_sglang.ingest import ingest
+
+    for key, text in FACTS.items():
+        (tmp_path / f"{key}.txt").write_text(text, encoding="utf-8")
+    collection = chromadb.PersistentClient(path=str(tmp_path / "db")).get_or_create_collection("facts")
+    vector_store = ChromaVectorStore(chroma_collection=collection)
+    client = EmbeddingClient(base_url=server.base_url)
+    ingest([tmp_path], client=client, store=LlamaIndexStoreTarget(vector_store), show_progress=False)
+    index = VectorStoreIndex.from_vector_store(vector_store, embed_model=QwenSGLangEmbedding(server=server))
+    rerank = QwenSGLangRerank(server=rerank_server, top_n=TOP_N)
+    question = next(iter(QUESTIONS))
+    candidates = index.as_retriever(similarity_top_k=K).retrieve(question)
+    texts = [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in candidates]
+    assert set(texts) <= set(FACTS.values())
+    assert all(
+        n.node.get_content(metadata_mode=MetadataMode.EMBED) == t for n, t in zip(candidates, texts, strict=True)
+    )
+    assert all("source: " in n.node.get_content(metadata_mode=MetadataMode.LLM) for n in candidates)
+    got = [(n.node.get_content(), n.score or 0.0) for n in rerank.postprocess_nodes(candidates, query_str=question)]
+    assert close(got, expected_ranking(rerank_server, question, texts))
+
+
 def test_llama_index_rerank_inputs(rerank_server: ManagedServer) -> None:
     from llama_index.core.schema import NodeWithScore, TextNode
 
