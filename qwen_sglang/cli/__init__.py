@@ -3,13 +3,15 @@
 Each command lives in its own module (``qwen_sglang.cli.<command>``) that declares its options
 (``add_parser``) and its handler; this module assembles the parser and turns errors into exit
 codes: 0 done, 1 an error (one line, ``--debug`` for the traceback), 2 a usage error, 130
-interrupted; commands may return others (``ingest``: 3 and 4).
+interrupted, 141 the reader of the output left (``| head``, quietly); commands may return others
+(``ingest``: 3 and 4).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -57,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_left()
     except (QwenSGLangError, OSError, ValueError) as exc:
         if args.debug:
             traceback.print_exc()
@@ -67,6 +71,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if rest:
                 print(rest, file=sys.stderr)
         return 1
+
+
+def _reader_left() -> int:
+    """The reader of stdout left (``| head``): stop quietly with SIGPIPE's status, as Unix tools do.
+    Output still buffered goes nowhere (Python would report the failed flush at exit)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE (13), what a shell reports for a tool killed by it
 
 
 if __name__ == "__main__":  # pragma: no cover

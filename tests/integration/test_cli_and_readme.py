@@ -81,6 +81,23 @@ def test_embed_command_reads_windows_line_ends_as_lines(server: ManagedServer) -
     ]
 
 
+def test_embed_command_piped_into_head_stops_quietly(server: ManagedServer) -> None:
+    """``qwen-sglang embed | head -1``: the reader leaves, the command stops as Unix tools do (exit
+    141, as killed by SIGPIPE) without printing "error: [Errno 32] Broken pipe" (it did, exit 1)."""
+    cmd = [sys.executable, "-m", "qwen_sglang", "embed", "--base-url", server.base_url]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write("".join(f"text number {i}\n" for i in range(300)).encode())  # ~800 kB of JSON out
+    proc.stdin.close()
+    assert json.loads(proc.stdout.readline())["index"] == 0
+    proc.stdout.close()  # what head does after its line
+    try:
+        assert proc.wait(timeout=120) == 141
+    finally:
+        proc.kill()
+    assert proc.stderr.read() == b""
+
+
 def test_embed_command_task_without_query_is_an_error(server: ManagedServer) -> None:
     out = run_embed(server, "--task", "qa", "a document")
     assert out.returncode == 2 and out.stdout == ""
