@@ -128,8 +128,16 @@ class ChromaTarget:
         return set(self.collection.get(ids=ids, include=[])["ids"]) if ids else set()
 
     def write(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]], vectors: np.ndarray) -> None:
-        """Upsert the chunks with our vectors."""
-        self.collection.upsert(ids=ids, embeddings=vectors, documents=texts, metadatas=metadatas)
+        """Upsert the chunks with our vectors, a page at a time (Chroma refuses an upsert larger
+        than its ``max_batch_size``, 5,461 rows)."""
+        for start in range(0, len(ids), PAGE):
+            end = start + PAGE
+            self.collection.upsert(
+                ids=ids[start:end],
+                embeddings=vectors[start:end],
+                documents=texts[start:end],
+                metadatas=metadatas[start:end],
+            )
 
     def stored(self, source: str | None) -> Iterator[list[tuple[str, str]]]:
         """Pages of ``(id, source)``, filtered on the ``source`` metadata."""

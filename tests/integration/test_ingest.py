@@ -187,6 +187,24 @@ def test_a_rerun_with_other_dimensions_is_refused_before_embedding(server: Manag
     assert collection(persist).count() == 1
 
 
+def test_a_write_larger_than_chromas_batch_limit_is_stored_whole(tmp_path: Path) -> None:
+    """``--chunks-per-write`` above Chroma's ``max_batch_size`` (5,461): the chunks are written in
+    pages (Chroma refused the upsert after every chunk of it had been embedded, on every rerun)."""
+    import chromadb
+
+    from qwen_sglang.ingest import ChromaTarget
+
+    client = chromadb.PersistentClient(path=str(tmp_path / "db"))
+    col = client.get_or_create_collection("docs")
+    n = client.get_max_batch_size() + 100
+    ids = [f"c{i}" for i in range(n)]
+    vectors = np.random.default_rng(0).random((n, 8), dtype=np.float32)
+    ChromaTarget(col).write(ids, [f"text {i}" for i in ids], [{"chunk": i} for i in range(n)], vectors)
+    assert col.count() == n
+    got = col.get(ids=[ids[0], ids[-1]], include=["embeddings", "documents"])
+    assert sorted(got["documents"]) == sorted([f"text {ids[0]}", f"text {ids[-1]}"])
+
+
 def test_chroma_embedding_function_instructs_queries_only(server: ManagedServer, tmp_path: Path) -> None:
     import chromadb
 
