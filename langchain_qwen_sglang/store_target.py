@@ -8,6 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from langchain_core.vectorstores import VectorStore
 
+from qwen_sglang.errors import ConfigurationError
 from qwen_sglang.ingest import StoreTarget
 
 __all__ = ["LangChainStoreTarget"]
@@ -43,6 +44,18 @@ class LangChainStoreTarget(StoreTarget):
     lists_sources = False
 
     def __init__(self, store: VectorStore) -> None:
+        """Wrap ``store``.
+
+        Raises:
+            ConfigurationError: The store has no ``get_by_ids`` (optional in ``VectorStore``):
+                what is stored could not be skipped.
+        """
+        if type(store).get_by_ids is VectorStore.get_by_ids:
+            raise ConfigurationError(
+                f"{type(store).__name__} has no get_by_ids: ingest cannot tell which chunks it already holds "
+                "(a rerun would add them all again). Use a store that implements it (Chroma, FAISS, "
+                "InMemoryVectorStore, ...) or a LlamaIndex store through llama_index_qwen_sglang.LlamaIndexStoreTarget"
+            )
         self.store = store
 
     @property

@@ -420,6 +420,29 @@ def test_a_store_is_chosen_by_its_protocol_and_anything_else_names_the_wrapper(t
     assert isinstance(as_target(Collection()), ChromaTarget)
 
 
+def test_a_langchain_store_that_cannot_look_ids_up_is_refused_when_wrapped(tmp_path: Path) -> None:
+    """A ``VectorStore`` without ``get_by_ids`` (optional in LangChain's interface): the wrapper
+    says what it lacks, before anything is read (the run died at its first batch on LangChain's
+    bare ``NotImplementedError``)."""
+    from langchain_core.vectorstores import VectorStore
+
+    from langchain_qwen_sglang import LangChainStoreTarget
+
+    class NoIdsStore(VectorStore):
+        def add_texts(self, texts: Any, metadatas: Any = None, **kwargs: Any) -> list[str]:
+            return []
+
+        def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Any]:
+            return []
+
+        @classmethod
+        def from_texts(cls, texts: Any, embedding: Any, metadatas: Any = None, **kwargs: Any) -> NoIdsStore:
+            return cls()
+
+    with pytest.raises(ConfigurationError, match="NoIdsStore has no get_by_ids: ingest cannot tell"):
+        LangChainStoreTarget(NoIdsStore())
+
+
 class DictTarget:
     """A StoreTarget in a dict that embeds itself (so no request is sent); ``fail_writes`` makes
     every write raise, as a store that went away would."""
