@@ -177,8 +177,9 @@ class _Run:
     def __init__(self, target: StoreTarget, client: EmbeddingClient, report: IngestReport, progress: _Progress) -> None:
         self.target, self.client, self.report, self.progress = target, client, report, progress
         self.width = target.stored_width()
-        if not target.embeds_itself and self.width is not None and client.embedding_dim is not None:
-            _check_width(self.width, client.embedding_dim)  # before any text is read or embedded
+        asked = client.settings.dimensions  # the width of every vector (the client cuts what the server cannot)
+        if not target.embeds_itself and self.width is not None and asked is not None:
+            _check_width(self.width, asked)  # before any text is read or embedded
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwen-sglang-ingest-writer")
         self.pending: Future[None] | None = None
         self.cannot_list = False

@@ -2,7 +2,7 @@
 answers read back into ranked results.
 
 A call (`RerankCall`) is checked before any request: the query, the documents (the
-``empty_text`` policy), the instruction, ``top_n``. After discovery, each document becomes one
+``empty_text`` policy), the instruction, ``top_n``. After discovery, each distinct document becomes one
 request item (`Pair`) of Qwen3-Reranker's exact prompt (`qwen_sglang.rerank_format`):
 
 - as **text** when the whole prompt surely fits the served context: the shared ``query`` is
