@@ -49,10 +49,19 @@ def _current_rss_kb() -> int:
 
 def child(path: Path) -> None:
     """Ingest ``path`` into an :class:`AllStored` collection; print the numbers as JSON."""
+    import httpx
+
     from qwen_sglang import EmbeddingClient
     from qwen_sglang.ingest import ingest
 
-    client = EmbeddingClient(base_url="http://127.0.0.1:9/v1", model="unused")  # never called
+    def server(request: httpx.Request) -> httpx.Response:
+        # what the run asks: the served model (its chunk ids carry it); no embedding is ever asked
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "unused", "object": "model"}]})
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    http = httpx.Client(transport=httpx.MockTransport(server))
+    client = EmbeddingClient(base_url="http://127.0.0.1:9/v1", model="unused", http_client=http)
     before = _current_rss_kb()
     start = time.perf_counter()
     report = ingest([path], client=client, collection=AllStored(), show_progress=False)

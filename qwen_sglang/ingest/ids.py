@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["canonical", "chunk_id", "digest", "sha16"]
+__all__ = ["canonical", "chunk_id", "digest", "model_name", "sha16", "with_model"]
 
 
 def canonical(metadata: Mapping[str, Any]) -> str:
@@ -20,15 +20,31 @@ def sha16(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def chunk_id(source: str, index: int, text: str, metadata: Mapping[str, Any] | None = None) -> str:
-    """Deterministic id: ``sha256(source)[:16]-index-sha256(text, metadata)[:16]``.
+def model_name(model: str) -> str:
+    """What a chunk id keeps of the model that embedded it: the last part of its path or hub id
+    (``/models/Qwen3-Embedding-4B`` and ``Qwen/Qwen3-Embedding-4B`` are one model)."""
+    return model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or model
+
+
+def with_model(cid: str, model: str | None) -> str:
+    """``cid`` for the vectors of ``model``: ``-`` and ``sha256(model_name(model))[:8]``
+    appended (``None``: a store that embeds the texts itself; ``cid`` as it is)."""
+    return cid if model is None else f"{cid}-{sha16(model_name(model))[:8]}"
+
+
+def chunk_id(
+    source: str, index: int, text: str, metadata: Mapping[str, Any] | None = None, *, model: str | None = None
+) -> str:
+    """Deterministic id: ``sha256(source)[:16]-index-sha256(text, metadata)[:16]-sha256(model)[:8]``.
 
     ``source`` is the file's resolved path, or ``path#id`` for a JSON-lines record (see
     docs/ingestion.md); ``metadata`` is the document's own metadata (a change of it is a new
-    chunk, so the store never keeps stale metadata).
+    chunk, so the store never keeps stale metadata); ``model`` the model whose vectors are stored
+    under the id (`with_model`: another model is a new chunk, so a store never mixes two models'
+    vectors of one width).
     """
     content = text if not metadata else f"{text}\x00{canonical(metadata)}"
-    return f"{sha16(source)}-{index}-{sha16(content)}"
+    return with_model(f"{sha16(source)}-{index}-{sha16(content)}", model)
 
 
 def digest(text: str) -> int:

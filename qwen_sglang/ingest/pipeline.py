@@ -85,10 +85,11 @@ class _Batch:
 
 
 def _batches(
-    items: Iterable[Document | Ledger], max_chars: int, size: int, report: IngestReport, meter: Meter
+    items: Iterable[Document | Ledger], max_chars: int, size: int, report: IngestReport, meter: Meter, model: str | None
 ) -> Iterator[_Batch]:
-    """Chunks in batches of ``size``; a document's chunks may span batches. A file's ledger goes
-    with the batch of its last chunk, so its stale chunks are removed after that batch is written."""
+    """Chunks in batches of ``size``, under ids for ``model``'s vectors; a document's chunks may
+    span batches. A file's ledger goes with the batch of its last chunk, so its stale chunks (the
+    old text's, or another model's) are removed after that batch is written."""
     batch, seen, mark = _Batch(), set[str](), 0
     for item in items:
         if isinstance(item, Ledger):
@@ -97,7 +98,7 @@ def _batches(
             continue
         report.units += 1
         for index, text in enumerate(iter_chunks(item.blocks, max_chars)):
-            cid = chunk_id(item.source, index, text, item.metadata)
+            cid = chunk_id(item.source, index, text, item.metadata, model=model)
             item.ledger.wanted.append(digest(cid))
             report.chunks += 1
             if cid in seen:
@@ -177,6 +178,8 @@ class _Run:
     def __init__(self, target: StoreTarget, client: EmbeddingClient, report: IngestReport, progress: _Progress) -> None:
         self.target, self.client, self.report, self.progress = target, client, report, progress
         self.width = target.stored_width()
+        #: The model whose vectors this run stores (chunk ids carry it); none for a store that embeds itself.
+        self.model = None if target.embeds_itself else embedding_model(client)
         asked = client.settings.dimensions  # the width of every vector (the client cuts what the server cannot)
         if not target.embeds_itself and self.width is not None and asked is not None:
             _check_width(self.width, asked)  # before any text is read or embedded
@@ -272,6 +275,13 @@ class _Run:
         return len(stale)
 
 
+def embedding_model(client: EmbeddingClient) -> str:
+    """The model whose vectors ``client`` makes, as chunk ids carry it (`qwen_sglang.ingest.ids.with_model`):
+    the path the server loaded (``/model_info``), else the served name. Asks the server once per client."""
+    facts = client.discover()
+    return facts.model_path or client.model or "unknown"
+
+
 def _check_width(stored: int, produced: int) -> None:
     if produced != stored:
         raise ConfigurationError(
@@ -354,7 +364,10 @@ def ingest(
     options = ReadOptions(encodings, problem, Meter())
     try:
         run = _Run(target, client, report, progress)
-        run.run(_batches(read_documents(inputs, options), max_chars, chunks_per_write, report, options.meter))
+        chunks = _batches(
+            read_documents(inputs, options), max_chars, chunks_per_write, report, options.meter, run.model
+        )
+        run.run(chunks)
         if prune:
             report.pruned = run.prune(inputs)
         report.complete = True

@@ -5,8 +5,9 @@ reader and splitter (`qwen_sglang.ingest.iter_units`, `qwen_sglang.ingest.iter_c
 ``map_batches`` pool of actors, each holding one `qwen_sglang.EmbeddingClient` built once from
 the settings, embeds the chunks through a server or a router and upserts them into a
 vector-store server. Every chunk gets the id ``qwen-sglang ingest`` gives it
-(`qwen_sglang.ingest.chunk_id` of the same source, position, text and metadata), with the same
-document and metadata, and an actor embeds only the ids the store lacks, so:
+(`qwen_sglang.ingest.chunk_id` of the same source, position, text and metadata, and of the model
+that embeds it), with the same document and metadata, and an actor embeds only the ids the store
+lacks, so:
 
 - a rerun after a crash (a failed batch, the driver killed, a node lost) embeds only what is
   missing and adds nothing twice;
@@ -64,7 +65,9 @@ from qwen_sglang.ingest import (
     iter_chunks,
     iter_units,
     split_text,
+    with_model,
 )
+from qwen_sglang.ingest.pipeline import embedding_model
 from qwen_sglang.integrations.chroma import chromadb
 from qwen_sglang.settings import QwenSGLangSettings
 
@@ -106,7 +109,8 @@ def chunk_rows(row: dict[str, Any], *, max_chars: int = 2000, encoding: str = "u
     """``flat_map`` function: one ``{"path"}`` row (a file or a directory) in, its rows out.
 
     A ``"chunk"`` row per chunk with what ``qwen-sglang ingest`` stores for it: ``id``
-    (`qwen_sglang.ingest.chunk_id`), ``text``, ``source`` (the file's resolved path), ``chunk``
+    (`qwen_sglang.ingest.chunk_id` without the model: `EmbedAndStore` stores the chunk under
+    ``with_model(id, its model)``), ``text``, ``source`` (the file's resolved path), ``chunk``
     (its position in its document) and ``metadata`` (the document's own, as JSON). A
     ``"problem"`` row per input that could not be read (``metadata``: ``[path, line,
     message]``), then one ``"files"`` row (``chunk``: the files that gave documents).
@@ -129,8 +133,8 @@ class EmbedAndStore:
 
     Each actor builds one `qwen_sglang.EmbeddingClient` from ``settings`` (pickled without
     secrets: the worker reads ``QWEN_SGLANG_API_KEY`` from its own environment; ``default_headers``,
-    whose values may be keys, do not travel either) and opens the
-    collection once. A call looks its chunk ids up, embeds the missing ones
+    whose values may be keys, do not travel either), asks the server which model it serves (the
+    ids carry it) and opens the collection once. A call looks its chunk ids up, embeds the missing ones
     (``max_concurrency`` requests of ``batch_size`` texts in flight), upserts them with the
     metadata ``qwen-sglang ingest`` writes (``source``, ``chunk`` and the document's own), and
     returns one row of counts: ``chunks``, ``embedded``, ``skipped``, ``units`` (documents
@@ -139,6 +143,7 @@ class EmbedAndStore:
 
     def __init__(self, settings: QwenSGLangSettings, collection: CollectionFactory) -> None:
         self.client = EmbeddingClient(settings)
+        self.model = embedding_model(self.client)  # the ids carry it, as qwen-sglang ingest's do
         self.target = ChromaTarget(collection())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -155,7 +160,10 @@ class EmbedAndStore:
             else:
                 rows += 1
                 units += int(index) == 0
-                chunks[str(cid)] = (str(text), {**json.loads(str(own)), "source": str(source), "chunk": int(index)})
+                chunks[with_model(str(cid), self.model)] = (
+                    str(text),
+                    {**json.loads(str(own)), "source": str(source), "chunk": int(index)},
+                )
         embedded, tokens = self._store(chunks)
         counts = {"chunks": rows, "embedded": embedded, "skipped": rows - embedded, "units": units}
         counts |= {"files": files, "tokens": tokens}

@@ -27,14 +27,16 @@ def collection(persist: Path, name: str = "docs"):  # type: ignore[no-untyped-de
     return chromadb.PersistentClient(path=str(persist)).get_or_create_collection(name)
 
 
-def write_records(path: Path, n: int) -> list[str]:
-    """n short JSON-lines records; returns the chunk ids the ingester must produce."""
+def write_records(path: Path, n: int, model: str | None = "Qwen3-Embedding-test") -> list[str]:
+    """n short JSON-lines records; returns the chunk ids the ingester must produce for ``model``'s
+    vectors (``None``: a store that embeds the texts itself)."""
     ids = []
     with path.open("w") as fh:
         for i in range(n):
             text = f"Record {i}: a short document about topic {i % 37} and item {i * 7 % 101}."
             fh.write(json.dumps({"id": f"r{i}", "text": text, "metadata": {"n": i}}) + "\n")
-            ids.append(chunk_id(f"{path.resolve().as_posix()}#r{i}", 0, text, {"n": i, "record_id": f"r{i}"}))
+            source, metadata = f"{path.resolve().as_posix()}#r{i}", {"n": i, "record_id": f"r{i}"}
+            ids.append(chunk_id(source, 0, text, metadata, model=model))
     return ids
 
 
@@ -187,6 +189,34 @@ def test_a_rerun_with_other_dimensions_is_refused_before_embedding(server: Manag
     assert collection(persist).count() == 1
 
 
+def test_a_rerun_with_another_model_of_the_same_width_replaces_every_vector(
+    server: ManagedServer, tmp_path: Path
+) -> None:
+    """Chunk ids carry the model: a rerun embedding with another model of the same width re-embeds
+    every chunk and deletes the first model's (every chunk counted as already stored: the first
+    model's vectors stayed, searched with the second model's queries)."""
+    from qwen_sglang.testing.models import build_qwen3_embedding_model
+
+    data, persist = tmp_path / "data", tmp_path / "db"
+    data.mkdir()
+    (data / "a.txt").write_text("the first file, about routers")
+    (data / "b.txt").write_text("the second file, about rerankers")
+    first = ingest(
+        [data], client=EmbeddingClient(base_url=server.base_url), store=collection(persist), show_progress=False
+    )
+    assert first.embedded == 2
+    other_dir = build_qwen3_embedding_model(tmp_path / "Other-Embedding-test", shape="small", seed=1)
+    with make_server(other_dir) as other:
+        client = EmbeddingClient(base_url=other.base_url)
+        report = ingest([data], client=client, store=collection(persist), show_progress=False)
+        assert (report.embedded, report.skipped, report.deleted) == (2, 0, 2)
+        got = collection(persist).get(include=["embeddings", "documents"])
+        assert len(got["ids"]) == 2
+        np.testing.assert_allclose(got["embeddings"], client.embed_documents(got["documents"]), atol=TOL)
+        again = ingest([data], client=client, store=collection(persist), show_progress=False)
+        assert (again.embedded, again.skipped, again.deleted) == (0, 2, 0)
+
+
 def test_a_write_larger_than_chromas_batch_limit_is_stored_whole(tmp_path: Path) -> None:
     """``--chunks-per-write`` above Chroma's ``max_batch_size`` (5,461): the chunks are written in
     pages (Chroma refused the upsert after every chunk of it had been embedded, on every rerun)."""
@@ -313,7 +343,7 @@ def test_langchain_vector_store_is_resumable(
     from langchain_qwen_sglang import LangChainStoreTarget, QwenSGLangEmbeddings
 
     data = tmp_path / "data.jsonl"
-    ids = write_records(data, 120)
+    ids = write_records(data, 120, model=None)  # the store embeds: its ids carry no model
     embeddings = QwenSGLangEmbeddings(base_url=server.base_url)
     vs = InMemoryVectorStore(embeddings)  # no add_embeddings: the store embeds with our class
     store = LangChainStoreTarget(vs)

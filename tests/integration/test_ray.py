@@ -20,11 +20,13 @@ import ray
 
 from qwen_sglang import EmbeddingClient, QwenSGLangSettings
 from qwen_sglang.errors import ConfigurationError
-from qwen_sglang.ingest import ingest
+from qwen_sglang.ingest import ingest, with_model
 from qwen_sglang.integrations.ray import ChromaHttpCollection, chunk_rows, ray_ingest
 from qwen_sglang.servers import ManagedServer
 from tests.conftest import TOL
 from tests.integration.chroma_server import ChromaServer
+
+MODEL = "Qwen3-Embedding-test"  # what the test server's chunk ids carry (its folder's name)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,7 +106,7 @@ def corpus(root: Path) -> list[Path]:
 def expected(paths: list[Path], max_chars: int = 120) -> dict[str, str]:
     """id -> text of every chunk the inputs produce (what the store must hold, exactly)."""
     return {
-        row["id"]: row["text"]
+        with_model(row["id"], MODEL): row["text"]
         for path in paths
         for row in chunk_rows({"path": str(path)}, max_chars=max_chars)
         if row["kind"] == "chunk"

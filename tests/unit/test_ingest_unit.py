@@ -170,6 +170,10 @@ def test_chunk_ids_are_deterministic_and_content_addressed() -> None:
     assert a != chunk_id("/data/a.txt", 0, "hello!")
     assert a != chunk_id("/data/b.txt", 0, "hello")
     assert a != chunk_id("/data/a.txt", 0, "hello", {"lang": "en"})  # metadata is part of the content
+    # the model is part of the id; a hub id and a local folder of one model are the same model
+    four = chunk_id("/data/a.txt", 0, "hello", model="Qwen/Qwen3-Embedding-4B")
+    assert four == chunk_id("/data/a.txt", 0, "hello", model="/models/Qwen3-Embedding-4B/")
+    assert four.startswith(a + "-") and four != chunk_id("/data/a.txt", 0, "hello", model="Qwen/Qwen3-Embedding-0.6B")
 
 
 def problems_of(paths: list[Path], **kwargs: Any) -> tuple[list[ingest_module.Unit], list[str]]:
