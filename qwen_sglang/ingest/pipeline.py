@@ -316,7 +316,9 @@ def ingest(
     now (edited, emptied, undecodable files and removed records included). LangChain stores get
     the vectors through ``add_embeddings`` where they have it and embed the texts with their own
     embeddings object otherwise; the ``VectorStore`` interface has no metadata query, so their
-    changed files' old chunks are not removed (a warning says so).
+    changed files' old chunks are not removed (a warning says so). Chunk ids carry the served
+    model (`qwen_sglang.ingest.chunk_id`): a rerun with another model of the same width embeds
+    every chunk again, and Chroma and LlamaIndex stores lose the first model's vectors.
 
     Args:
         paths: files and directories (read recursively: ``.txt``, ``.md``, ``.markdown``,
