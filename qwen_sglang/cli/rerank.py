@@ -30,7 +30,7 @@ def add_parser(sub: Any) -> None:
     r.add_argument("file", nargs="?", default="-", help="documents, one per line (default, or -: stdin)")
     r.add_argument("--query", required=True, help="what the documents are ranked against")
     r.add_argument("--instruction", default=None, help="the task instruction (default: Qwen's web-search one)")
-    r.add_argument("--top-n", type=int, default=None, help="print only the best N")
+    r.add_argument("--top-n", type=_at_least_one, default=None, help="print only the best N (all when fewer)")
     r.add_argument("--no-documents", action="store_true", help="leave the documents' text out of the output")
     r.add_argument(
         "--empty-text",
@@ -38,6 +38,16 @@ def add_parser(sub: Any) -> None:
         default="error",
         help="empty or blank lines: error (default), rank them last with score 0, or skip them",
     )
+
+
+def _at_least_one(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,10 +59,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         with open(args.file, encoding="utf-8") as fh:
             documents = [line.rstrip("\r\n") for line in fh]
+    if documents:  # a byte-order mark (Windows editors) is not the first document's text
+        documents[0] = documents[0].removeprefix("\ufeff")
+    top_n = None if args.top_n is None else min(args.top_n, len(documents)) or None  # as `head -n`
     settings = client_settings(args, empty_text=_EMPTY_TEXT[args.empty_text])
     with RerankClient(settings, instruction=args.instruction) as client:
         try:
-            results = client.rerank(args.query, documents, top_n=args.top_n, return_documents=not args.no_documents)
+            results = client.rerank(args.query, documents, top_n=top_n, return_documents=not args.no_documents)
         except InvalidInputError as exc:
             if exc.index is None or documents[exc.index].strip():
                 raise

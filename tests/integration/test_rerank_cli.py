@@ -36,6 +36,12 @@ def test_rerank_command_prints_the_ranking_as_json_lines(rerank_server: ManagedS
     assert [json.loads(line) for line in top.stdout.splitlines()] == [
         {"index": rows[0]["index"], "score": rows[0]["score"]}
     ]
+    # more than there are: all of them, as `head -n` (it was the Python API's error, "pass None");
+    # a byte-order mark (a file saved by a Windows editor) is not part of the first document
+    path.write_text("\ufeff" + "\n".join(DOCS), encoding="utf-8")
+    every = run_rerank(rerank_server, "--query", query, str(path), "--top-n", "10")
+    assert every.returncode == 0, every.stderr
+    assert [json.loads(line) for line in every.stdout.splitlines()] == rows
 
 
 def test_rerank_command_bad_input_exits_before_any_request() -> None:
@@ -43,8 +49,8 @@ def test_rerank_command_bad_input_exits_before_any_request() -> None:
     assert out.returncode != 0 and "document at index 1 is empty" in out.stderr and "--empty-text" in out.stderr
     out = run_rerank(None, "--query", " ", stdin="a\n")
     assert out.returncode != 0 and "query is empty" in out.stderr
-    out = run_rerank(None, "--query", "q", "--top-n", "5", stdin="a\nb\n")
-    assert out.returncode != 0 and "more than the 2 documents" in out.stderr
+    out = run_rerank(None, "--query", "q", "--top-n", "0", stdin="a\nb\n")
+    assert out.returncode == 2 and "--top-n: must be at least 1, got 0" in out.stderr
 
 
 def test_rerank_help_names_the_environment_it_reads(rerank_server: ManagedServer) -> None:
