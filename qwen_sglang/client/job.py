@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -84,6 +85,10 @@ def check_strings(values: Sequence[str], *, noun: str, lead: str, single: str) -
         raise InputTypeError(single)
     if isinstance(values, bytes | bytearray):
         raise InputTypeError(f"{lead}, got bytes (decode it first)")
+    if isinstance(values, Mapping):  # iterating it gives its keys: they would be embedded, silently
+        raise InputTypeError(f"{lead}, got a {type(values).__name__} (pass list(d.values()) to use its values)")
+    if isinstance(values, AbstractSet):  # its order is arbitrary: answers could not be matched to items
+        raise InputTypeError(f"{lead}, got a {type(values).__name__}, whose order is arbitrary (pass a list)")
     try:
         out = list(values)
     except TypeError:

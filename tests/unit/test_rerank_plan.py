@@ -258,3 +258,17 @@ def test_a_reranker_server_is_told_from_the_discovery_answers(
     from qwen_sglang.client.discovery import parse_facts
 
     assert parse_facts(models, info, server_info).is_reranker is reranker
+
+
+@pytest.mark.parametrize(
+    ("documents", "match"),
+    [({"a", "b"}, "whose order is arbitrary"), ({"doc-1": "A bear."}, r"list\(d.values\(\)\)")],
+    ids=["set", "dict"],
+)
+def test_documents_without_an_order_of_their_own_are_refused(documents: Any, match: str) -> None:
+    # a result's index points into the documents: a set has no order to point into, and a dict
+    # would be ranked by its keys
+    from qwen_sglang import InputTypeError
+
+    with pytest.raises(InputTypeError, match=match):
+        call(documents)
