@@ -8,12 +8,12 @@ from langchain_core.embeddings import Embeddings
 from pydantic import ConfigDict, PrivateAttr, model_validator
 
 from qwen_sglang.client import EmbeddingClient
-from qwen_sglang.settings import QwenSGLangSettings
+from qwen_sglang.settings import AdapterSettings
 
 __all__ = ["QwenSGLangEmbeddings"]
 
 
-class QwenSGLangEmbeddings(QwenSGLangSettings, Embeddings):
+class QwenSGLangEmbeddings(AdapterSettings, Embeddings):
     """Qwen3-Embedding models served by SGLang (or the local backend), for LangChain.
 
     Queries get Qwen3's instruction (``Instruct: {task}\\nQuery:{text}``), documents are sent

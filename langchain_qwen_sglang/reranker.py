@@ -10,12 +10,12 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from qwen_sglang.rerank import RerankClient, RerankResult
-from qwen_sglang.settings import QwenSGLangSettings
+from qwen_sglang.settings import AdapterSettings
 
 __all__ = ["QwenSGLangReranker"]
 
 
-class QwenSGLangReranker(QwenSGLangSettings, BaseDocumentCompressor):
+class QwenSGLangReranker(AdapterSettings, BaseDocumentCompressor):
     """Qwen3-Reranker served by SGLang (or the local backend), as a LangChain document compressor.
 
     Reorders retrieved documents by Qwen3-Reranker's relevance score (P("yes"), Qwen's exact
@@ -70,7 +70,14 @@ class QwenSGLangReranker(QwenSGLangSettings, BaseDocumentCompressor):
 
     @model_validator(mode="after")
     def _build_client(self) -> QwenSGLangReranker:
-        self._client = RerankClient(self.core_settings(), instruction=self.instruction)
+        """Runs at construction (the client is made) and after every assignment of a field
+        (validated; the client's settings and instruction are replaced, so the next call uses the
+        new values, and its connections and what it learned of the server are kept)."""
+        if self.__pydantic_private__ and "_client" in self.__pydantic_private__:
+            self._client.settings = self.core_settings()
+            self._client.instruction = self.instruction
+        else:
+            self._client = RerankClient(self.core_settings(), instruction=self.instruction)
         return self
 
     @property

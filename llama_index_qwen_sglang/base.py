@@ -8,12 +8,12 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import Field, PrivateAttr, model_validator
 
 from qwen_sglang.client import EmbeddingClient
-from qwen_sglang.settings import QwenSGLangSettings
+from qwen_sglang.settings import AdapterSettings, QwenSGLangSettings
 
 __all__ = ["QwenSGLangEmbedding"]
 
 
-class QwenSGLangEmbedding(BaseEmbedding, QwenSGLangSettings):
+class QwenSGLangEmbedding(BaseEmbedding, AdapterSettings):
     """Qwen3-Embedding models served by SGLang (or the local backend), for LlamaIndex.
 
     Takes the same arguments as LangChain's ``QwenSGLangEmbeddings`` (one settings model for

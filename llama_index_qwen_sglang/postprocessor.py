@@ -10,12 +10,12 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from qwen_sglang.errors import InvalidInputError
 from qwen_sglang.rerank import RerankClient, RerankResult
-from qwen_sglang.settings import QwenSGLangSettings
+from qwen_sglang.settings import AdapterSettings, QwenSGLangSettings
 
 __all__ = ["QwenSGLangRerank"]
 
 
-class QwenSGLangRerank(BaseNodePostprocessor, QwenSGLangSettings):
+class QwenSGLangRerank(BaseNodePostprocessor, AdapterSettings):
     """Qwen3-Reranker served by SGLang (or the local backend), as a LlamaIndex node postprocessor.
 
     Rescores the retrieved nodes with Qwen3-Reranker (P("yes"), Qwen's exact prompt and formula),
@@ -62,7 +62,14 @@ class QwenSGLangRerank(BaseNodePostprocessor, QwenSGLangSettings):
 
     @model_validator(mode="after")
     def _build_client(self) -> QwenSGLangRerank:
-        self._client = RerankClient(self.core_settings(), instruction=self.instruction)
+        """Runs at construction (the client is made) and after every assignment of a field
+        (validated; the client's settings and instruction are replaced, so the next call uses the
+        new values, and its connections and what it learned of the server are kept)."""
+        if self.__pydantic_private__ and "_client" in self.__pydantic_private__:
+            self._client.settings = self.core_settings()
+            self._client.instruction = self.instruction
+        else:
+            self._client = RerankClient(self.core_settings(), instruction=self.instruction)
         return self
 
     serialized_keys: ClassVar[frozenset[str]] = frozenset({"class_name"})

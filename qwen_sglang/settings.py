@@ -7,10 +7,11 @@ the same arguments, read the same environment variables and validate them the sa
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
@@ -35,6 +36,7 @@ __all__ = [
     "EmptyTextPolicy",
     "EncodingFormat",
     "LongTextPolicy",
+    "AdapterSettings",
     "QwenSGLangSettings",
     "ServedContextHandle",
     "ServerHandle",
@@ -538,3 +540,26 @@ class QwenSGLangSettings(BaseModel):
         if self.model is not None:
             out.add("model")
         return out
+
+
+class AdapterSettings(QwenSGLangSettings):
+    """The settings of an object that builds a client from them (the LangChain and LlamaIndex
+    classes): a copy is a new object with a client of its own.
+
+    Pydantic's ``model_copy`` shares the private client and applies ``update`` without
+    validation, so ``embeddings.model_copy(update={"dimensions": 256})`` answered with the
+    original's settings, and an assignment on a copy changed the original's client.
+    """
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A new object of the settings that were set, with ``update``, validated (a bad value is a
+        `qwen_sglang.errors.ConfigurationError`), with a client of its own; ``deep`` copies the
+        values too (the managed ``server`` stays shared: it is a live process)."""
+        data = {name: getattr(self, name) for name in self.model_fields_set}
+        data |= dict(update or {})
+        if deep:
+            data = {name: value if name == "server" else copy.deepcopy(value) for name, value in data.items()}
+        return type(self)(**data)
+
+    def __copy__(self) -> Self:
+        return self.model_copy()

@@ -5,6 +5,7 @@ answers, not learned from a failed request."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from typing import Any
 
@@ -58,6 +59,21 @@ def test_dimensions_assigned_after_construction_are_used_by_the_next_call(
     assert emb.dimensions == 64 and documents(emb, use_async).shape == (3, 64)
     emb.dimensions = None
     np.testing.assert_allclose(documents(emb, use_async), full, atol=TOL)
+
+
+@pytest.mark.parametrize("cls", [QwenSGLangEmbeddings, QwenSGLangEmbedding], ids=["langchain", "llama-index"])
+def test_a_copy_has_its_own_client_and_its_update_is_used(server: ManagedServer, cls: Any) -> None:
+    # pydantic's copy shared the original's client and left `update` unvalidated: the copy answered
+    # with the original's settings, and an assignment on the copy changed the original
+    emb = cls(base_url=server.base_url, model="Qwen3-Embedding-test", api_key="sk-copy-1")
+    narrow = emb.model_copy(update={"dimensions": 64})
+    assert narrow.client is not emb.client and narrow.api_key.get_secret_value() == "sk-copy-1"
+    assert documents(narrow, False).shape == (3, 64) and documents(emb, False).shape == (3, 128)
+    same = copy.copy(emb)
+    same.dimensions = 32
+    assert documents(same, False).shape == (3, 32) and documents(emb, False).shape == (3, 128)
+    with pytest.raises(ConfigurationError, match="dimensions"):
+        emb.model_copy(update={"dimensions": 0})
 
 
 @pytest.mark.parametrize("cls", [QwenSGLangEmbeddings, QwenSGLangEmbedding], ids=["langchain", "llama-index"])

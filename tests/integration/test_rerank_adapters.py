@@ -74,6 +74,14 @@ def test_langchain_reranker_top_n_and_inputs(rerank_server: ManagedServer) -> No
         reranker.compress_documents(docs, " ")
     assert reranker.client.instruction is None
     assert QwenSGLangReranker(base_url=rerank_server.base_url, instruction="Judge").client.instruction == "Judge"
+    # an assignment reaches the next call through the same client (a new one each time left the
+    # old one's connections open and asked the server again)
+    client = reranker.client
+    reranker.instruction = "Judge whether the document names a landmark"
+    judged = reranker.compress_documents(docs, "Eiffel Tower")
+    assert reranker.client is client and client.instruction == "Judge whether the document names a landmark"
+    direct = RerankClient(base_url=rerank_server.base_url, instruction=client.instruction)
+    assert judged[0].metadata["relevance_score"] == direct.rerank("Eiffel Tower", [FACTS["paris"]])[0].score
 
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
@@ -151,3 +159,9 @@ def test_llama_index_rerank_inputs(rerank_server: ManagedServer) -> None:
     with pytest.raises(InvalidInputError, match="needs the query"):
         rerank.postprocess_nodes(nodes)
     assert QwenSGLangRerank.class_name() == "QwenSGLangRerank"
+    client = rerank.client
+    rerank.top_n, rerank.instruction = 1, "Judge whether the node names a landmark"
+    assert len(rerank.postprocess_nodes(nodes, query_str="Eiffel Tower")) == 1
+    assert rerank.client is client and client.instruction == "Judge whether the node names a landmark"
+    other = rerank.model_copy(update={"instruction": "Judge"})  # its own client, with the update
+    assert other.client is not client and other.client.instruction == "Judge" and client.instruction != "Judge"
