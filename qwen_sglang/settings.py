@@ -554,9 +554,19 @@ class AdapterSettings(QwenSGLangSettings):
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A new object of the settings that were set, with ``update``, validated (a bad value is a
         `qwen_sglang.errors.ConfigurationError`), with a client of its own; ``deep`` copies the
-        values too (the managed ``server`` stays shared: it is a live process)."""
+        values too (the managed ``server`` stays shared: it is a live process). As with an
+        assignment, another ``base_url`` drops the first URL's ``user:password`` (they are not
+        sent to a host they were not given for), and ``server`` cannot be updated."""
+        update = dict(update or {})
+        if "server" in update:
+            raise ConfigurationError(
+                "server is read when the settings are made (its URL, key and model fill those not given): "
+                "make new settings with server=..."
+            )
         data = {name: getattr(self, name) for name in self.model_fields_set}
-        data |= dict(update or {})
+        if "base_url" in update:
+            data.pop("url_credentials", None)
+        data |= update
         if deep:
             data = {name: value if name == "server" else copy.deepcopy(value) for name, value in data.items()}
         return type(self)(**data)

@@ -98,3 +98,17 @@ def test_a_server_that_says_it_cannot_truncate_costs_no_failed_request(server_no
     assert got.shape == (3, 64) and client.client_side_dimensions
     assert [("dimensions" in body) for body in sent] == [False]
     assert client.server_facts is not None and client.server_facts.supports_dimensions is False
+
+
+@pytest.mark.parametrize("cls", [QwenSGLangEmbeddings, QwenSGLangEmbedding], ids=["langchain", "llama-index"])
+def test_a_copy_to_another_url_does_not_take_the_first_urls_credentials(server: ManagedServer, cls: Any) -> None:
+    # the user:password of the first URL went with the copy to the other server (an assignment
+    # of base_url drops them; a copy must not send them to a host they were not given for)
+    emb = cls(base_url=server.base_url.replace("://", "://user:pw@"), model="Qwen3-Embedding-test")
+    assert emb.url_credentials is not None
+    other = emb.model_copy(update={"base_url": server.base_url})
+    assert other.url_credentials is None and other.client.settings.url_credentials is None
+    assert documents(other, False).shape == (3, 128)
+    assert emb.url_credentials is not None and emb.model_copy().url_credentials is not None
+    with pytest.raises(ConfigurationError, match="server"):  # as an assignment: its URL, key and model stayed
+        emb.model_copy(update={"server": server})
