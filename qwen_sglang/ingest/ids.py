@@ -40,8 +40,8 @@ def chunk_id(
     ``source`` is the file's resolved path, or ``path#id`` for a JSON-lines record (see
     docs/ingestion.md); ``metadata`` is the document's own metadata (a change of it is a new
     chunk, so the store never keeps stale metadata); ``model`` the model whose vectors are stored
-    under the id (`with_model`: another model is a new chunk, so a store never mixes two models'
-    vectors of one width).
+    under the id (`with_model`: another model is a new chunk, and the first model's are stale
+    chunks, deleted where ingest deletes them: Chroma, LlamaIndex stores).
     """
     content = text if not metadata else f"{text}\x00{canonical(metadata)}"
     return with_model(f"{sha16(source)}-{index}-{sha16(content)}", model)
