@@ -7,7 +7,7 @@ import contextlib
 import importlib.util
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from qwen_sglang.errors import ConfigurationError
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DeprecatedAlias",
+    "read_lines",
     "require_extras",
     "UsageError",
     "add_client_args",
@@ -113,6 +114,16 @@ def client_settings(args: argparse.Namespace, **options: Any) -> QwenSGLangSetti
     names = ("base_url", "api_key", "model", *REQUEST_SHAPE)
     client = {name: value for name in names if (value := vars(args).get(name)) is not None}
     return QwenSGLangSettings(**(client | given))
+
+
+def read_lines(stream: Iterable[str]) -> list[str]:
+    """The lines of ``stream`` (a file or stdin), one text each: without their line end (``\\n`` or
+    ``\\r\\n``: stdin is not newline-translated) and without a leading byte-order mark (files
+    saved as UTF-8 by Windows editors start with one; it is not the first text's)."""
+    lines = [line.rstrip("\r\n") for line in stream]
+    if lines:
+        lines[0] = lines[0].removeprefix("\ufeff")
+    return lines
 
 
 @contextlib.contextmanager

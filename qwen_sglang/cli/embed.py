@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from qwen_sglang.cli.common import UsageError, add_client_args, add_request_shape_args, client_settings
+from qwen_sglang.cli.common import UsageError, add_client_args, add_request_shape_args, client_settings, read_lines
 
 __all__ = ["add_parser", "run"]
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.task is not None and not args.query:
         raise UsageError("embed: --task applies to queries only: add --query (documents get no instruction)")
-    texts = list(args.texts) if args.texts else [line.rstrip("\r\n") for line in sys.stdin]
+    texts = list(args.texts) if args.texts else read_lines(sys.stdin)
     settings = client_settings(args, dimensions=args.dimensions, empty_text=_EMPTY_TEXT[args.empty_text])
     with EmbeddingClient(settings) as client:
         try:

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from qwen_sglang.cli.common import add_client_args, add_request_shape_args, client_settings
+from qwen_sglang.cli.common import add_client_args, add_request_shape_args, client_settings, read_lines
 
 __all__ = ["add_parser", "run"]
 
@@ -55,12 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from qwen_sglang.rerank import RerankClient
 
     if args.file == "-":
-        documents = [line.rstrip("\r\n") for line in sys.stdin]
+        documents = read_lines(sys.stdin)
     else:
         with open(args.file, encoding="utf-8") as fh:
-            documents = [line.rstrip("\r\n") for line in fh]
-    if documents:  # a byte-order mark (Windows editors) is not the first document's text
-        documents[0] = documents[0].removeprefix("\ufeff")
+            documents = read_lines(fh)
     top_n = None if args.top_n is None else min(args.top_n, len(documents)) or None  # as `head -n`
     settings = client_settings(args, empty_text=_EMPTY_TEXT[args.empty_text])
     with RerankClient(settings, instruction=args.instruction) as client:
