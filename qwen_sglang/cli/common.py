@@ -99,6 +99,13 @@ def add_request_shape_args(p: argparse.ArgumentParser, *, items: str = "texts pe
         help=f"{request}s in flight (default 8, or fewer where the server asks for it)",
     )
     g.add_argument("--request-size", type=int, dest="batch_size", action=DeprecatedAlias, new="--batch-size")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="most tokens per text, longer ones are cut (default: the model's context, or the server's "
+        "max_model_len; behind a router whose workers serve less, the value `serve --router` prints)",
+    )
     g.add_argument(
         "--request-tokens", type=int, dest="max_batch_tokens", action=DeprecatedAlias, new="--max-batch-tokens"
     )
@@ -111,7 +118,7 @@ def client_settings(args: argparse.Namespace, **options: Any) -> QwenSGLangSetti
     from qwen_sglang.settings import QwenSGLangSettings
 
     given = {name: value for name, value in options.items() if value is not None}
-    names = ("base_url", "api_key", "model", *REQUEST_SHAPE)
+    names = ("base_url", "api_key", "model", "max_tokens", *REQUEST_SHAPE)
     client = {name: value for name in names if (value := vars(args).get(name)) is not None}
     return QwenSGLangSettings(**(client | given))
 

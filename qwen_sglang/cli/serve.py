@@ -214,7 +214,7 @@ def _note_served_context(router: ManagedRouter) -> None:
     if served is not None and (preset is None or served < preset.context_length):
         print(
             f"the workers serve a context of {served} tokens, which the router does not report: give its clients "
-            f"max_tokens={served - 1} (or they get a 400 for longer texts)",
+            f"max_tokens={served - 1} (the commands: --max-tokens {served - 1}), or they get a 400 for longer texts",
             flush=True,
         )
 

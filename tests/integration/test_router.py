@@ -132,6 +132,13 @@ def test_behind_the_router_texts_are_cut_to_the_workers_served_context(qwen_mode
             np.testing.assert_allclose(routed, expected, atol=1e-5)
         with pytest.raises(InvalidInputError, match="text at index 0"):
             router.get_client(long_text="error").embed_documents([long])
+        # a client in another process (the CLI) cannot learn it: --max-tokens, as `serve --router`
+        # says, cuts as the workers' own clients do (the commands had no way to set it)
+        argv = [sys.executable, "-m", "qwen_sglang", "embed", "--base-url", router.base_url]
+        cut = subprocess.run([*argv, "--max-tokens", "63"], input=long, capture_output=True, text=True, timeout=120)
+        assert cut.returncode == 0, cut.stderr
+        got = json.loads(cut.stdout.splitlines()[0])["embedding"]
+        np.testing.assert_allclose(got, router.workers[0].get_client().embed_documents([long])[0], atol=1e-5)
 
 
 def test_workers_whose_folder_has_no_tokenizer_json_still_start_behind_the_router(
