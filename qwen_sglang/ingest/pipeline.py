@@ -277,9 +277,14 @@ class _Run:
 
 def embedding_model(client: EmbeddingClient) -> str:
     """The model whose vectors ``client`` makes, as chunk ids carry it (`qwen_sglang.ingest.ids.with_model`):
-    the path the server loaded (``/model_info``), else the served name. Asks the server once per client."""
+    the path the server loaded (``/model_info``), else the served name; a LoRA adapter the requests
+    name (``base:adapter``, or an adapter's id in ``/v1/models``) by that name, as its vectors are
+    not the base model's. Asks the server once per client."""
     facts = client.discover()
-    return facts.model_path or client.model or "unknown"
+    model = client.model
+    if model and model not in facts.served_names and (model in facts.adapters or ":" in model):
+        return model
+    return facts.model_path or model or "unknown"
 
 
 def _check_width(stored: int, produced: int) -> None:

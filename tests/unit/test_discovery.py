@@ -235,3 +235,25 @@ def test_a_server_without_get_is_one_that_names_no_model() -> None:
     )
     assert len(client.embed_documents(["d"])[0]) == 2560
     assert gets == ["/v1/models", "/model_info", "/get_model_info", "/server_info", "/get_server_info"]  # each once
+
+
+def test_ingest_ids_tell_a_lora_adapters_vectors_from_the_base_models() -> None:
+    # SGLang embeds with a LoRA adapter when the request names it ("base:adapter", or the adapter's
+    # id in /v1/models): its vectors are not the base model's, so chunk ids must not carry the
+    # base model's path alone (a rerun with another adapter counted every chunk as stored)
+    from qwen_sglang.ingest.pipeline import embedding_model
+
+    lora = {"data": [{"id": "embed"}, {"id": "support-ft", "parent": "embed", "root": "/lora"}]}
+    names = {}
+    for configured in (None, "embed", "Qwen/Qwen3-Embedding-4B", "embed:support-ft", "support-ft"):
+        rec = answering()
+        rec.discovery["/v1/models"] = lora
+        names[configured] = embedding_model(client_for(rec, model=configured))
+    assert names[None] == names["embed"] == names["Qwen/Qwen3-Embedding-4B"] == "/models/Qwen3-Embedding-4B"
+    assert names["embed:support-ft"] == "embed:support-ft" and names["support-ft"] == "support-ft"
+    # a served name with a colon is a model (Ollama), not an adapter: its name, as before
+    ollama = Recorder(
+        lambda r, p: httpx.Response(200, json=ok_body(len(p["input"]))),
+        {"/v1/models": {"data": [{"id": "qwen3-embedding:0.6b"}]}},
+    )
+    assert embedding_model(client_for(ollama)) == "qwen3-embedding:0.6b"
