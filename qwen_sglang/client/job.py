@@ -77,6 +77,11 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     )
 
 
+def _is_dataframe(values: object) -> bool:
+    """A pandas ``DataFrame`` (or a subclass), told by its class without importing pandas."""
+    return any(c.__name__ == "DataFrame" and c.__module__.split(".")[0] == "pandas" for c in type(values).__mro__)
+
+
 def check_strings(values: Sequence[str], *, noun: str, lead: str, single: str) -> list[str]:
     """``values`` as a list of valid ``str`` (each encodable as UTF-8), or the typed error naming the
     first bad one: ``single`` for one bare str, ``lead`` opening the errors about the container,
@@ -89,6 +94,11 @@ def check_strings(values: Sequence[str], *, noun: str, lead: str, single: str) -
         raise InputTypeError(f"{lead}, got a {type(values).__name__} (pass list(d.values()) to use its values)")
     if isinstance(values, AbstractSet):  # its order is arbitrary: answers could not be matched to items
         raise InputTypeError(f"{lead}, got a {type(values).__name__}, whose order is arbitrary (pass a list)")
+    if _is_dataframe(values):  # not a Mapping, but iterating it gives its column names, as a dict's keys
+        raise InputTypeError(
+            f"{lead}, got a pandas DataFrame (iterating it gives its column names): pass one column's "
+            "values, df['text'].tolist()"
+        )
     try:
         out = list(values)
     except TypeError:

@@ -59,6 +59,21 @@ BAD_TEXTS: list[tuple[str, Any, type[Exception], str]] = [
 ]
 
 
+def test_a_dataframe_is_refused_and_its_column_is_embedded(client_factory: Any, sent: list[httpx.Request]) -> None:
+    # iterating a DataFrame gives its column names: df[["text"]] (two brackets) embedded the one
+    # string "text" and returned one vector for all its rows, silently (as a dict gave its keys)
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"text": ["first row", "second row", "third row"]})
+    client = client_factory()
+    with pytest.raises(InputTypeError, match=r"got a pandas DataFrame .*df\["):
+        client.embed_documents(df[["text"]])
+    assert sent == []
+    from qwen_sglang.client.job import check_strings
+
+    # a Series (one column) is its values, as before
+    assert check_strings(df["text"], noun="text", lead="texts", single="one") == list(df["text"])
+
+
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize(("case", "texts", "error", "match"), BAD_TEXTS, ids=[c[0] for c in BAD_TEXTS])
 def test_bad_texts_fail_before_any_request(
