@@ -42,6 +42,7 @@ __all__ = [
     "SHAPE_SETTINGS",
     "ServerFacts",
     "default_query_prompt",
+    "hub_id",
     "model_aliases",
     "parse_facts",
     "request_shape",
@@ -169,11 +170,17 @@ def model_aliases(name: str) -> set[str]:
     if not text:
         return set()
     out = {text.lower(), text.rsplit("/", 1)[-1].lower()}
-    match = _HF_CACHE.search(text)
-    if match:
-        org, repo = match.groups()
-        out |= {f"{org}/{repo}".lower(), repo.lower()}
+    hub = hub_id(text)
+    if hub is not None:
+        out |= {hub.lower(), hub.rsplit("/", 1)[-1].lower()}
     return out
+
+
+def hub_id(path: str) -> str | None:
+    """The hub id (``Qwen/Qwen3-Embedding-4B``) of a Hugging Face cache snapshot folder
+    (``.../models--Qwen--Qwen3-Embedding-4B/snapshots/<hash>``, either separator), else ``None``."""
+    match = _HF_CACHE.search(path.strip().replace("\\", "/").rstrip("/"))
+    return f"{match[1]}/{match[2]}" if match else None
 
 
 def same_model(configured: str, facts: ServerFacts) -> bool:

@@ -7,6 +7,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from qwen_sglang.client.discovery import hub_id
+
 __all__ = ["canonical", "chunk_id", "digest", "model_name", "sha16", "with_model"]
 
 
@@ -22,8 +24,10 @@ def sha16(text: str) -> str:
 
 def model_name(model: str) -> str:
     """What a chunk id keeps of the model that embedded it: the last part of its path or hub id
-    (``/models/Qwen3-Embedding-4B`` and ``Qwen/Qwen3-Embedding-4B`` are one model)."""
-    return model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or model
+    (``/models/Qwen3-Embedding-4B``, ``Qwen/Qwen3-Embedding-4B`` and the hub cache's snapshot
+    folder of it, whose last part is a revision's hash, are one model)."""
+    path = hub_id(model) or model.replace("\\", "/").rstrip("/")
+    return path.rsplit("/", 1)[-1] or model
 
 
 def with_model(cid: str, model: str | None) -> str:

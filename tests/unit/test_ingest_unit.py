@@ -174,6 +174,11 @@ def test_chunk_ids_are_deterministic_and_content_addressed() -> None:
     four = chunk_id("/data/a.txt", 0, "hello", model="Qwen/Qwen3-Embedding-4B")
     assert four == chunk_id("/data/a.txt", 0, "hello", model="/models/Qwen3-Embedding-4B/")
     assert four.startswith(a + "-") and four != chunk_id("/data/a.txt", 0, "hello", model="Qwen/Qwen3-Embedding-0.6B")
+    # SGLang started on the hub cache's snapshot folder serves the same model as on its hub id
+    # (the last part of that path is the revision's hash: a restart that way re-embedded everything)
+    snapshot = "/root/.cache/huggingface/hub/models--Qwen--Qwen3-Embedding-4B/snapshots/c54f2e6e"
+    assert chunk_id("/data/a.txt", 0, "hello", model=snapshot) == four
+    assert chunk_id("/data/a.txt", 0, "hello", model=snapshot.replace("/", "\\") + "\\") == four
 
 
 def problems_of(paths: list[Path], **kwargs: Any) -> tuple[list[ingest_module.Unit], list[str]]:
