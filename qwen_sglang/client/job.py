@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, KeysView, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -92,7 +92,7 @@ def check_strings(values: Sequence[str], *, noun: str, lead: str, single: str) -
         raise InputTypeError(f"{lead}, got bytes (decode it first)")
     if isinstance(values, Mapping):  # iterating it gives its keys: they would be embedded, silently
         raise InputTypeError(f"{lead}, got a {type(values).__name__} (pass list(d.values()) to use its values)")
-    if isinstance(values, AbstractSet):  # its order is arbitrary: answers could not be matched to items
+    if isinstance(values, AbstractSet) and not isinstance(values, KeysView):  # no order to match answers to
         raise InputTypeError(f"{lead}, got a {type(values).__name__}, whose order is arbitrary (pass a list)")
     if _is_dataframe(values):  # not a Mapping, but iterating it gives its column names, as a dict's keys
         raise InputTypeError(
